@@ -1,0 +1,11 @@
+"""Notifier function (CloudEvent): tell waiting people their queue position when it improves (throttled)."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from wsm.notifier import handle_event
+
+
+@functions_framework.cloud_event
+def notifier(event: CloudEvent) -> None:
+    handle_event(event["type"], event.data)

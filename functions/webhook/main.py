@@ -1,0 +1,11 @@
+"""Webhook function (HTTP): WAHA posts events here; each is verified, stored once, then acknowledged."""
+
+import flask
+import functions_framework
+
+from wsm.webhook import handle
+
+
+@functions_framework.http
+def webhook(request: flask.Request):
+    return handle(request)

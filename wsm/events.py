@@ -1,0 +1,52 @@
+"""Wake-up events ("doorbells") published on Redis Pub/Sub.
+
+An event only says *where to look*; the Redis keys are the truth, so a lost
+event never loses work (the router's periodic tick covers it). On the wire an
+event is compact JSON: ``{"type": "...", "session": "...", "chat": "..."}``.
+The router turns each into a CloudEvent of type ``wsm.<type>`` whose
+``subject`` is the chat id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+MESSAGE_RECEIVED = "message.received"  # an inbound message was stored (ingest)
+QUEUE_CHANGED = "queue.changed"  # someone joined, left or was admitted
+CHAT_ADMITTED = "chat.admitted"  # a waiting chat got a slot and must be greeted
+TICK = "tick"  # periodic, emitted by the router: sweep for stranded work
+
+TYPES = frozenset({MESSAGE_RECEIVED, QUEUE_CHANGED, CHAT_ADMITTED, TICK})
+CLOUDEVENT_PREFIX = "wsm."
+
+
+@dataclass(frozen=True)
+class WakeUp:
+    type: str
+    session: str | None = None
+    chat: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"type": self.type, "session": self.session, "chat": self.chat}, separators=(",", ":"))
+
+    @property
+    def cloudevent_type(self) -> str:
+        return CLOUDEVENT_PREFIX + self.type
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WakeUp:
+        """Parse a published event; raises ValueError on anything else."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("type") not in TYPES:
+            raise ValueError(f"not a wsm event: {raw!r:.200}")
+        return cls(data["type"], data.get("session"), data.get("chat"))
+
+    @classmethod
+    def from_cloudevent(cls, ce_type: str, data: object) -> WakeUp:
+        """Rebuild the event a function received from the router."""
+        name = ce_type.removeprefix(CLOUDEVENT_PREFIX)
+        if name not in TYPES:
+            raise ValueError(f"unknown event type: {ce_type!r}")
+        data = data if isinstance(data, dict) else {}
+        return cls(name, data.get("session"), data.get("chat"))

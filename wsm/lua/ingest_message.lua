@@ -1,0 +1,87 @@
+-- ingest_message: store one WAHA message exactly once, and route an inbound one to a slot or the queue.
+-- All-or-nothing: the dedupe marker is set in the same script that persists, so a failure leaves no marker.
+--
+-- KEYS[1]  seen:<message id>   string  dedupe marker
+-- KEYS[2]  chat log            list    message ids, oldest first
+-- KEYS[3]  chat msgs           hash    id -> record JSON
+-- KEYS[4]  chat inbox          list    record JSON of unhandled inbound messages
+-- KEYS[5]  chat state          hash
+-- KEYS[6]  ready               set     chats with work for the worker
+-- KEYS[7]  active              zset    chats holding a slot (score = last activity ms)
+-- KEYS[8]  queue               zset    waiting chats (score = ticket)
+-- KEYS[9]  queue seq           string  ticket counter
+-- KEYS[10] notify due          zset    waiting chats, score = ms when they may be told again
+-- KEYS[11] early ack           string  ack that arrived before this message
+-- ARGV[1] message id   ARGV[2] record JSON   ARGV[3] direction "in" | "out"
+-- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
+-- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
+-- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)
+-- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
+
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
+  return {'duplicate'}
+end
+
+local id, record, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local early = redis.call('GET', KEYS[11])
+if early then
+  local rec = cjson.decode(record)
+  local ack = cjson.decode(early)
+  rec['status'] = ack['status']
+  rec['ack'] = ack['ack']
+  record = cjson.encode(rec)
+  redis.call('DEL', KEYS[11])
+end
+
+redis.call('HSET', KEYS[3], id, record)
+local length = redis.call('RPUSH', KEYS[2], id)
+local excess = length - tonumber(ARGV[6])
+if excess > 0 then
+  local old = redis.call('LPOP', KEYS[2], excess)
+  redis.call('HDEL', KEYS[3], unpack(old))
+end
+local retention = ARGV[11]
+redis.call('EXPIRE', KEYS[2], retention)
+redis.call('EXPIRE', KEYS[3], retention)
+
+local chat = ARGV[8]
+if ARGV[3] == 'out' then
+  redis.call('HSET', KEYS[5], 'last_out_ms', now)
+  if string.find(record, '"source":"app"', 1, true) then
+    redis.call('HSET', KEYS[5], 'human_reply_ms', now)
+  end
+  redis.call('EXPIRE', KEYS[5], retention)
+  return {'stored_out'}
+end
+
+redis.call('RPUSH', KEYS[4], record)
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
+redis.call('HSET', KEYS[5], 'last_seen_ms', now)
+redis.call('EXPIRE', KEYS[5], retention)
+
+local status = redis.call('HGET', KEYS[5], 'status')
+local event, position = 'message.received', 0
+if status == 'active' then
+  redis.call('ZADD', KEYS[7], 'XX', now, chat)
+  redis.call('SADD', KEYS[6], chat)
+elseif status == 'waiting' then
+  redis.call('SADD', KEYS[6], chat)
+  position = redis.call('ZRANK', KEYS[8], chat)
+  position = position and position + 1 or 0
+elseif redis.call('ZCARD', KEYS[7]) < tonumber(ARGV[7]) then
+  status = 'active'
+  redis.call('ZADD', KEYS[7], now, chat)
+  redis.call('HSET', KEYS[5], 'status', status, 'since_ms', now)
+  redis.call('SADD', KEYS[6], chat)
+else
+  status = 'waiting'
+  local ticket = redis.call('INCR', KEYS[9])
+  redis.call('ZADD', KEYS[8], ticket, chat)
+  redis.call('ZADD', KEYS[10], 0, chat)
+  redis.call('HSET', KEYS[5], 'status', status, 'queued_ms', now)
+  position = redis.call('ZRANK', KEYS[8], chat) + 1
+  event = 'queue.changed'
+end
+
+redis.call('PUBLISH', ARGV[10], cjson.encode({type = event, session = ARGV[9], chat = chat}))
+return {'accepted', status, position}

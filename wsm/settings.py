@@ -1,0 +1,126 @@
+"""Configuration, read once per process from environment variables only.
+
+Every variable is listed in the README with its default; ``make local``, the
+CLI and docker-compose use the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import lru_cache
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from e
+
+
+def _str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    webhook_hmac_key: str
+    webhook_max_skew_s: int
+    webhook_max_body_bytes: int
+    waha_url: str
+    waha_api_key: str
+    waha_timeout_s: float
+    max_active: int
+    idle_timeout_s: int
+    dedupe_ttl_s: int
+    history_max: int
+    inbox_max: int
+    state_retention_s: int
+    lease_ms: int
+    typing_ms_per_char: int
+    typing_max_ms: int
+    notify_min_interval_s: int
+    notify_max_per_hour: int
+    notify_batch: int
+    flow_file: str
+    tick_s: float
+    router_max_attempts: int
+    router_concurrency: int
+    router_timeout_s: float
+    deadletter_max: int
+    mask_phones: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            webhook_hmac_key=_str("WEBHOOK_HMAC_KEY"),
+            webhook_max_skew_s=_int("WEBHOOK_MAX_SKEW_S", 0),
+            webhook_max_body_bytes=_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024),
+            waha_url=_str("WAHA_URL", "http://127.0.0.1:3000").rstrip("/"),
+            waha_api_key=_str("WAHA_API_KEY"),
+            waha_timeout_s=_float("WAHA_TIMEOUT_S", 30.0),
+            max_active=max(1, _int("WSM_MAX_ACTIVE", 1)),
+            idle_timeout_s=_int("WSM_IDLE_TIMEOUT_S", 300),
+            dedupe_ttl_s=_int("WSM_DEDUPE_TTL_S", 86400),
+            history_max=_int("WSM_HISTORY_MAX", 1000),
+            inbox_max=_int("WSM_INBOX_MAX", 1000),
+            state_retention_s=_int("WSM_STATE_RETENTION_S", 90 * 86400),
+            lease_ms=_int("WSM_LEASE_MS", 30000),
+            typing_ms_per_char=_int("WSM_TYPING_MS_PER_CHAR", 30),
+            typing_max_ms=_int("WSM_TYPING_MAX_MS", 3000),
+            notify_min_interval_s=_int("WSM_NOTIFY_MIN_INTERVAL_S", 60),
+            notify_max_per_hour=_int("WSM_NOTIFY_MAX_PER_HOUR", 6),
+            notify_batch=_int("WSM_NOTIFY_BATCH", 200),
+            flow_file=_str("WSM_FLOW_FILE"),
+            tick_s=_float("WSM_TICK_S", 5.0),
+            router_max_attempts=_int("WSM_ROUTER_MAX_ATTEMPTS", 8),
+            router_concurrency=_int("WSM_ROUTER_CONCURRENCY", 64),
+            router_timeout_s=_float("WSM_ROUTER_TIMEOUT_S", 60.0),
+            deadletter_max=_int("WSM_DEADLETTER_MAX", 10000),
+            mask_phones=_bool("WSM_MASK_PHONES", True),
+        )
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to log: secrets replaced by whether they are set."""
+        secret = {"webhook_hmac_key", "waha_api_key"}
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = ("<set>" if value else "<unset>") if f.name in secret else value
+        out["redis_url"] = _redact_url(self.redis_url)
+        return out
+
+
+def _redact_url(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests call ``get_settings.cache_clear()``)."""
+    return Settings.from_env()

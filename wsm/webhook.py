@@ -1,0 +1,93 @@
+"""The webhook function's HTTP handling: method, size, type and signature checks, then ingest.
+
+Checks run cheapest-first and before any parsing, so hostile input costs little and
+changes nothing: 405, 413, 415, 401 (HMAC over the raw bytes), 400, then Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import flask
+
+from wsm.errors import BadRequest, RedisUnavailable
+from wsm.ingest import Ingestor, Outcome
+from wsm.privacy import mask_chat
+from wsm.redis_conn import get_redis, redis_errors
+from wsm.settings import Settings, get_settings
+from wsm.signature import verify_hmac, verify_timestamp
+from wsm.waha_event import Message, parse_body, parse_event
+
+log = logging.getLogger(__name__)
+Response = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
+
+_ingestors: dict[int, Ingestor] = {}
+
+
+def handle(request: flask.Request) -> Response:
+    """Answer one HTTP request to the webhook function."""
+    settings = get_settings()
+    try:
+        if request.method == "GET" and request.path.rstrip("/").endswith("/healthz"):
+            return healthz(settings)
+        if request.method != "POST":
+            return {"error": "method not allowed; WAHA webhooks are POSTed"}, 405, {"Allow": "POST"}
+        raw = read_body(request, settings)
+        if settings.webhook_hmac_key:
+            verify_hmac(raw, request.headers.get("X-Webhook-Hmac"), settings.webhook_hmac_key)
+        if settings.webhook_max_skew_s:
+            verify_timestamp(request.headers.get("X-Webhook-Timestamp"), settings.webhook_max_skew_s)
+        body = parse_body(raw)
+        if settings.webhook_max_skew_s and str(body.get("timestamp")) != request.headers.get("X-Webhook-Timestamp"):
+            raise BadRequest("X-Webhook-Timestamp does not match the signed body timestamp", status=401)
+        event = parse_event(body)
+        outcome = ingestor(settings).ingest(event)
+    except BadRequest as e:
+        log.info("refused %s: %s", e.status, e)
+        return {"error": str(e)}, e.status
+    except RedisUnavailable as e:
+        log.warning("redis unavailable, asking WAHA to retry: %s", e)
+        return {"error": "storage unavailable, retry later"}, 503, {"Retry-After": "2"}
+    _log_outcome(event, outcome, settings)
+    return outcome.as_response()
+
+
+def read_body(request: flask.Request, settings: Settings) -> bytes:
+    """The raw body, refused before reading when too large or not JSON."""
+    limit = settings.webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(f"body larger than {limit} bytes", status=413)
+    if request.mimetype != "application/json":
+        raise BadRequest("Content-Type must be application/json", status=415)
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise BadRequest(f"body larger than {limit} bytes", status=413)
+    return raw
+
+
+def healthz(settings: Settings) -> Response:
+    try:
+        with redis_errors():
+            get_redis(settings.redis_url).ping()
+    except RedisUnavailable:
+        return {"status": "unhealthy", "redis": "unreachable"}, 503
+    return {"status": "ok", "redis": "ok"}, 200
+
+
+def ingestor(settings: Settings) -> Ingestor:
+    """One Ingestor per settings object (tests rebuild settings per test)."""
+    key = id(settings)
+    found = _ingestors.get(key)
+    if found is None:
+        _ingestors.clear()
+        found = _ingestors[key] = Ingestor(get_redis(settings.redis_url), settings)
+    return found
+
+
+def _log_outcome(event: object, outcome: Outcome, settings: Settings) -> None:
+    if isinstance(event, Message):
+        log.debug(
+            "%s %s %s chat=%s", outcome.status, event.direction, event.message_id[-8:],
+            mask_chat(event.chat_id, settings.mask_phones),
+        )  # fmt: skip
