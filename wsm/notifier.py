@@ -1,11 +1,109 @@
-"""Notifier entry: placeholder until the attendance issue lands."""
+"""The notifier: tell waiting people their queue position when it improves, within the anti-ban budget.
+
+Work is driven by ``notify:due`` (a sorted set of waiting chats scored by when each may be told
+again), so one run reads at most ``WSM_NOTIFY_BATCH`` chats however long the queue is. A chat is
+told at once when it joins, then only when its position improved, at most once per
+``WSM_NOTIFY_MIN_INTERVAL_S`` and ``WSM_NOTIFY_MAX_PER_HOUR`` times an hour, never the same position twice.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import redis
+
+from wsm import keys
+from wsm.chat_store import ChatStore, now_ms
+from wsm.conversation import Engine, Turn
+from wsm.events import MESSAGE_RECEIVED, WakeUp
+from wsm.flow import load_flow
+from wsm.outbox import Sender
+from wsm.queue import average_handle_ms, estimated_wait_min, position
+from wsm.redis_conn import get_redis, redis_errors
+from wsm.scripts import Scripts
+from wsm.settings import Settings, get_settings
+from wsm.waha_client import WahaClient
 
 log = logging.getLogger(__name__)
+HOUR_MS = 3_600_000
+BUSY_RETRY_MS = 1000  # a chat held by the worker is looked at again this soon
+
+
+class Notifier:
+    def __init__(self, client: redis.Redis, settings: Settings, waha: WahaClient, engine: Engine) -> None:
+        self.redis = client
+        self.settings = settings
+        self.scripts = Scripts(client)
+        self.sender = Sender(client, waha)
+        self.engine = engine
+
+    def on_event(self, event: WakeUp) -> int:
+        sessions = [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
+        return sum(self.run(keys.SessionKeys(s)) for s in sessions)
+
+    def run(self, sk: keys.SessionKeys) -> int:
+        """Look at the chats due now (at most one batch); returns how many were told something."""
+        now = now_ms()
+        due = self.redis.zrangebyscore(sk.notify_due, "-inf", now, start=0, num=self.settings.notify_batch)
+        if not due:
+            return 0
+        avg_ms = average_handle_ms(self.redis, sk)
+        if len(due) == 1:
+            return int(self.consider(sk, due[0], avg_ms))
+        with ThreadPoolExecutor(max_workers=min(8, len(due))) as pool:
+            return sum(pool.map(lambda chat: self.consider(sk, chat, avg_ms), due))
+
+    def consider(self, sk: keys.SessionKeys, chat_id: str, avg_handle_ms: float) -> bool:
+        store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
+        if not store.acquire():
+            self.redis.zadd(sk.notify_due, {chat_id: now_ms() + BUSY_RETRY_MS}, xx=True)
+            return False
+        try:
+            told = self._tell_if_due(store, avg_handle_ms)
+            self.sender.deliver(store)
+        finally:
+            examined = int(self.redis.hget(store.ck.state, "inbox_seen") or 0)  # what the worker has looked at
+            if store.release(examined):  # messages it has not seen: wake the worker for this chat
+                wake = WakeUp(MESSAGE_RECEIVED, sk.session, chat_id)
+                self.redis.publish(keys.EVENTS_CHANNEL, wake.to_json())
+        return told
+
+    def _tell_if_due(self, store: ChatStore, avg_handle_ms: float) -> bool:
+        place = position(self.redis, store.sk, store.chat_id)
+        if place is None:
+            self.redis.zrem(store.sk.notify_due, store.chat_id)
+            return False
+        now = now_ms()
+        notify = self.redis.hgetall(store.ck.notify)
+        told = int(notify.get("position") or 0)
+        sent = [t for t in json.loads(notify.get("sent_ms") or "[]") if t > now - HOUR_MS]
+        s = self.settings
+        if told and place >= told:  # not improved: look again after the minimum interval
+            store.commit(Turn(), notify_due_ms=now + s.notify_min_interval_s * 1000)
+            return False
+        if len(sent) >= s.notify_max_per_hour:
+            store.commit(Turn(), notify_due_ms=sent[0] + HOUR_MS)
+            return False
+        wait = estimated_wait_min(avg_handle_ms, place, s.max_active)
+        text = self.engine.position_text(first=not told, position=place, wait_min=wait)
+        fields = {"position": str(place), "sent_ms": json.dumps([*sent, now])}
+        due = now + s.notify_min_interval_s * 1000
+        return store.commit(Turn([text]), notify=fields, notify_due_ms=due, kind="position")
+
+
+@cache
+def _notifier(pid_settings: tuple[int, int]) -> Notifier:
+    settings = get_settings()
+    waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
+    return Notifier(get_redis(settings.redis_url), settings, waha, Engine(load_flow(settings.flow_file)))
 
 
 def handle_event(ce_type: str, data: object) -> None:
-    log.info("notifier received %s", ce_type)
+    """Functions Framework entry: raise on Redis trouble so the router retries the event."""
+    event = WakeUp.from_cloudevent(ce_type, data)
+    with redis_errors():
+        _notifier((os.getpid(), id(get_settings()))).on_event(event)

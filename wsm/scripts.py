@@ -16,6 +16,11 @@ NAMES = (
     "ingest_message",
     "apply_ack",
     "session_status",
+    "commit_turn",
+    "admit_next",
+    "release_lease",
+    "outbox_sent",
+    "heartbeat_lease",
 )
 
 
@@ -34,3 +39,8 @@ class Scripts:
     ingest_message: Script
     apply_ack: Script
     session_status: Script
+    commit_turn: Script
+    admit_next: Script
+    release_lease: Script
+    outbox_sent: Script
+    heartbeat_lease: Script

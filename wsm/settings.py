@@ -53,6 +53,7 @@ class Settings:
     waha_timeout_s: float
     max_active: int
     idle_timeout_s: int
+    handoff_s: int
     dedupe_ttl_s: int
     history_max: int
     inbox_max: int
@@ -83,6 +84,7 @@ class Settings:
             waha_timeout_s=_float("WAHA_TIMEOUT_S", 30.0),
             max_active=max(1, _int("WSM_MAX_ACTIVE", 1)),
             idle_timeout_s=_int("WSM_IDLE_TIMEOUT_S", 300),
+            handoff_s=_int("WSM_HANDOFF_S", 3600),
             dedupe_ttl_s=_int("WSM_DEDUPE_TTL_S", 86400),
             history_max=_int("WSM_HISTORY_MAX", 1000),
             inbox_max=_int("WSM_INBOX_MAX", 1000),

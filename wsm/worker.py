@@ -1,11 +1,135 @@
-"""Worker entry: placeholder until the attendance issue lands."""
+"""The worker: admit waiting chats into free slots and answer active chats, one handler per chat.
+
+Triggered by any event (a lost one is covered by the tick): it reads what the keys say is
+pending, so running it twice does no harm.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import redis
+
+from wsm import keys
+from wsm.chat_store import ChatStore, now_ms
+from wsm.conversation import Engine, Turn
+from wsm.events import TICK, WakeUp
+from wsm.flow import load_flow, normalize
+from wsm.outbox import Delivery, Sender
+from wsm.privacy import mask_chat
+from wsm.queue import admit_waiting
+from wsm.redis_conn import get_redis, redis_errors
+from wsm.scripts import Scripts
+from wsm.settings import Settings, get_settings
+from wsm.waha_client import WahaClient
 
 log = logging.getLogger(__name__)
+SWEEP_BATCH = 256
+MAX_PASSES = 8  # re-looks at one chat per invocation when messages keep arriving
+
+
+class Worker:
+    def __init__(self, client: redis.Redis, settings: Settings, waha: WahaClient, engine: Engine) -> None:
+        self.redis = client
+        self.settings = settings
+        self.scripts = Scripts(client)
+        self.sender = Sender(client, waha)
+        self.engine = engine
+
+    def on_event(self, event: WakeUp) -> None:
+        sessions = [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
+        for session in sessions:
+            sk = keys.SessionKeys(session)
+            if event.type == TICK:
+                self.sweep(sk)
+                continue
+            self.admit(sk)
+            if event.chat:
+                self.serve(sk, event.chat)
+
+    def admit(self, sk: keys.SessionKeys) -> list[str]:
+        admitted = admit_waiting(self.redis, self.scripts, sk, self.settings.max_active)
+        for chat in admitted:
+            log.info("admitted %s from the queue", mask_chat(chat, self.settings.mask_phones))
+        return admitted
+
+    def sweep(self, sk: keys.SessionKeys) -> None:
+        """Periodic: lift a stale send hold, close idle chats, admit, and serve every chat with pending work."""
+        self.sender.probe_hold(sk)
+        self.close_idle(sk)
+        self.admit(sk)
+        ready = list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH]
+        if ready:
+            with ThreadPoolExecutor(max_workers=min(16, len(ready))) as pool:
+                list(pool.map(lambda chat: self.serve(sk, chat), ready))
+
+    def close_idle(self, sk: keys.SessionKeys) -> None:
+        deadline = now_ms() - self.settings.idle_timeout_s * 1000
+        for chat in self.redis.zrangebyscore(sk.active, "-inf", deadline, start=0, num=100):
+            store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat)
+            if not store.acquire():
+                continue
+            try:
+                score = self.redis.zscore(sk.active, chat)
+                if score is not None and score <= deadline and not self.redis.llen(store.ck.inbox):
+                    store.commit(self.engine.idle_close())
+                    log.info("closed idle chat %s", mask_chat(chat, self.settings.mask_phones))
+                    self.sender.deliver(store)
+            finally:
+                store.release()
+        self.admit(sk)
+
+    def serve(self, sk: keys.SessionKeys, chat_id: str) -> None:
+        """Handle a chat's pending messages and replies while holding its lease."""
+        for _ in range(MAX_PASSES):
+            store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
+            if not store.acquire():
+                return  # its holder looks again before letting go
+            examined, ended = 0, False
+            try:
+                snap = store.read()
+                if snap.inbox and snap.status == "active":
+                    ended = self._converse(store, snap.state, snap.inbox)
+                elif snap.inbox and snap.status == "waiting":
+                    examined, ended = self._check_waiting(store, snap.state, snap.inbox)
+                if self.sender.deliver(store) is Delivery.LOST_LEASE:
+                    return
+            finally:
+                more = store.release(examined) if store.token else False
+            if ended:
+                self.admit(sk)
+            if not more:
+                return
+
+    def _converse(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> bool:
+        turn = self.engine.turn(state, [m.get("text") or "" for m in inbox])
+        if turn.end == "handoff":
+            turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
+        store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])
+        return bool(turn.end)
+
+    def _check_waiting(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> tuple[int, bool]:
+        """A waiting chat is only listened to for the leave word; other messages wait to be served in order."""
+        new = inbox[int(state.get("inbox_seen") or 0) :]
+        if any(normalize(m.get("text") or "") in self.engine.flow.leave_words for m in new):
+            store.commit(self.engine.leave_queue(), handled=len(inbox), seen_ids=[m["id"] for m in inbox])
+            return 0, True
+        store.commit(Turn(state={"inbox_seen": str(len(inbox))}))
+        return len(inbox), False
+
+
+@cache
+def _worker(pid_settings: tuple[int, int]) -> Worker:
+    settings = get_settings()
+    waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
+    return Worker(get_redis(settings.redis_url), settings, waha, Engine(load_flow(settings.flow_file)))
 
 
 def handle_event(ce_type: str, data: object) -> None:
-    log.info("worker received %s", ce_type)
+    """Functions Framework entry: raise on Redis trouble so the router retries the event."""
+    event = WakeUp.from_cloudevent(ce_type, data)
+    with redis_errors():
+        _worker((os.getpid(), id(get_settings()))).on_event(event)

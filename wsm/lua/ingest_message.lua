@@ -54,12 +54,15 @@ if ARGV[3] == 'out' then
   return {'stored_out'}
 end
 
-redis.call('RPUSH', KEYS[4], record)
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
 redis.call('HSET', KEYS[5], 'last_seen_ms', now)
 redis.call('EXPIRE', KEYS[5], retention)
-
 local status = redis.call('HGET', KEYS[5], 'status')
+if status == 'handoff' and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms')) or 0) > now then
+  return {'accepted', status, 0}  -- a human is answering this chat: history only, the bot stays quiet
+end
+
+redis.call('RPUSH', KEYS[4], record)
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
 local event, position = 'message.received', 0
 if status == 'active' then
   redis.call('ZADD', KEYS[7], 'XX', now, chat)

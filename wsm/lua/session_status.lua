@@ -1,7 +1,7 @@
 -- session_status: store the WAHA session's status and when it last changed.
--- When it becomes WORKING, publish a tick so sends held during the outage resume at once.
+-- When it becomes WORKING, lift the hold on sends and publish a tick so held replies go out at once.
 --
--- KEYS[1] session  hash  status, changed_ms, updated_ms, event_ms
+-- KEYS[1] session  hash  status, changed_ms, updated_ms, event_ms, held_ms (sends on hold since)
 -- ARGV[1] status   ARGV[2] now (ms)   ARGV[3] event timestamp (ms)   ARGV[4] events channel   ARGV[5] session
 -- Returns the previous status or false
 
@@ -10,6 +10,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_ms', ARGV[2], 'event_ms'
 if previous ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'changed_ms', ARGV[2])
   if ARGV[1] == 'WORKING' then
+    redis.call('HDEL', KEYS[1], 'held_ms')
     redis.call('PUBLISH', ARGV[4], cjson.encode({type = 'tick', session = ARGV[5]}))
   end
 end

@@ -1,0 +1,283 @@
+"""Attendance in-process: the worker and notifier called as the router would, a real Redis, a real WAHA stand-in.
+
+The end-to-end version with real processes is tests/test_end_to_end.py; this file covers
+each rule quickly and precisely.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from infra import waha_payloads as wp
+from infra.waha_sim import WahaSimulator
+from wsm import keys
+from wsm.chat_store import ChatStore
+from wsm.conversation import Engine, Turn
+from wsm.events import MESSAGE_RECEIVED, QUEUE_CHANGED, TICK, WakeUp
+from wsm.flow import load_flow
+from wsm.history import read_history
+from wsm.ingest import Ingestor
+from wsm.notifier import Notifier
+from wsm.scripts import Scripts
+from wsm.settings import Settings
+from wsm.waha_client import WahaClient
+from wsm.waha_event import parse_event
+from wsm.worker import Worker
+
+A, B, C = "5511900000001@c.us", "5511900000002@c.us", "5511900000003@c.us"
+SK = keys.SessionKeys("default")
+
+
+class Platform:
+    """Ingest + worker + notifier wired together the way the router wires the real functions."""
+
+    def __init__(self, r: redis.Redis, sim: WahaSimulator, settings: Settings) -> None:
+        self.r, self.sim, self.settings = r, sim, settings
+        waha = WahaClient(sim.url, timeout_s=5)
+        engine = Engine(load_flow())
+        self.ingestor = Ingestor(r, settings)
+        self.worker = Worker(r, settings, waha, engine)
+        self.notifier = Notifier(r, settings, waha, engine)
+
+    def say(self, chat: str, text: str, body: dict | None = None) -> dict:
+        body = body or wp.message_event(chat, text)
+        outcome = self.ingestor.ingest(parse_event(body))
+        self.dispatch(chat)
+        return outcome.details
+
+    def dispatch(self, chat: str | None = None) -> None:
+        """Deliver wake-ups until nothing changes (a router with instant delivery)."""
+        for _ in range(3):
+            self.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", chat))
+            self.notifier.on_event(WakeUp(QUEUE_CHANGED, "default", chat))
+            for admitted in self.r.smembers(SK.ready):
+                self.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", admitted))
+
+    def tick(self) -> None:
+        self.worker.on_event(WakeUp(TICK))
+        self.notifier.on_event(WakeUp(TICK))
+
+    def texts(self, chat: str) -> list[str]:
+        return [c.json["text"] for c in self.sim.sent_texts(chat)]
+
+
+@pytest.fixture
+def sim() -> Iterator[WahaSimulator]:
+    with WahaSimulator() as s:
+        yield s
+
+
+def make_platform(r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch, **env: str) -> Platform:
+    base = {"WSM_TYPING_MS_PER_CHAR": "0", "WSM_MAX_ACTIVE": "1", "WSM_NOTIFY_MIN_INTERVAL_S": "0"}
+    for name, value in {**base, **env}.items():
+        monkeypatch.setenv(name, value)
+    return Platform(r, sim, Settings.from_env())
+
+
+@pytest.fixture
+def platform(r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    return make_platform(r, sim, monkeypatch)
+
+
+def test_one_slot_first_is_served_others_told_their_position(platform: Platform) -> None:
+    platform.say(A, "oi")
+    assert platform.say(B, "olá")["position"] == 1
+    assert platform.say(C, "bom dia")["position"] == 2
+    [greeting] = platform.texts(A)
+    assert "Olá! 👋" in greeting and "1. Agendar consulta" in greeting
+    assert platform.texts(B) == ['Você é o 1º da fila. Espera estimada: ~3 min. Para sair da fila, envie "sair".']
+    assert platform.texts(C)[0].startswith("Você é o 2º da fila. Espera estimada: ~6 min.")
+
+
+def test_leaving_frees_the_slot_next_is_admitted_and_queue_moves(platform: Platform) -> None:
+    for chat in (A, B, C):
+        platform.say(chat, "oi")
+    platform.say(A, "sair")
+    assert platform.texts(A)[-1].startswith("Atendimento encerrado")
+    turn = platform.texts(B)[-1]
+    assert turn.startswith("É a sua vez!") and "Como posso ajudar?" in turn
+    assert platform.texts(C)[-1].startswith("Atualização: agora você é o 1º da fila")
+    assert platform.r.hget(SK.chat(A).state, "status") == "closed"
+    assert platform.r.zrange(SK.active, 0, -1) == [B] and platform.r.zrange(SK.queue, 0, -1) == [C]
+
+
+def test_a_full_conversation_collects_confirms_and_ends(platform: Platform) -> None:
+    for text in ("oi", "1", "Maria Silva", "15/12", "1"):
+        platform.say(A, text)
+    replies = platform.texts(A)
+    assert "Qual é o seu nome completo?" in replies[1]
+    assert "consulta para Maria Silva em 15/12" in replies[3]
+    assert replies[4].startswith("Pronto, Maria Silva!")
+    assert platform.r.zcard(SK.active) == 0
+    result = json.loads(platform.r.hget(SK.chat(A).state, "last_result"))
+    assert result == {"name": "Maria Silva", "date": "15/12"}
+
+
+def test_invalid_option_and_menu_word(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.say(A, "banana")
+    assert platform.texts(A)[-1].startswith("Não entendi.")
+    platform.say(A, "1")
+    platform.say(A, "MENU")
+    assert "1. Agendar consulta" in platform.texts(A)[-1]
+
+
+def test_idle_chat_is_closed_told_and_resumes_where_it_stopped(
+    r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = make_platform(r, sim, monkeypatch, WSM_IDLE_TIMEOUT_S="1")
+    platform.say(A, "oi")
+    platform.say(A, "1")  # now at "what is your name?"
+    platform.say(B, "oi")  # waits
+    time.sleep(1.2)
+    platform.tick()
+    assert platform.texts(A)[-1].startswith("Encerramos este atendimento por inatividade")
+    assert platform.texts(B)[-1].startswith("É a sua vez!")
+    platform.say(B, "sair")
+    platform.say(A, "voltei")
+    back = platform.texts(A)[-1]
+    assert "Que bom te ver de novo" in back and "Qual é o seu nome completo?" in back
+
+
+def test_duplicate_webhook_never_doubles_a_reply(platform: Platform) -> None:
+    body = wp.message_event(A, "oi")
+    platform.say(A, "oi", body)
+    platform.say(A, "oi", dict(body, id="evt_retry"))
+    platform.tick()
+    assert len(platform.texts(A)) == 1
+
+
+def test_messages_sent_while_waiting_are_kept_and_handled_in_order(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    platform.say(B, "quero marcar")
+    platform.say(A, "sair")
+    [_, greeting] = platform.texts(B)
+    assert greeting.startswith("É a sua vez!")
+    assert [m["text"] for m in read_history(platform.r, "default", B) if m["direction"] == "in"] == [
+        "oi",
+        "quero marcar",
+    ]
+    platform.say(B, "2")
+    assert "Funcionamos de segunda a sexta" in platform.texts(B)[-1]
+
+
+def test_waiting_person_can_leave_the_queue_and_others_move_up(platform: Platform) -> None:
+    for chat in (A, B, C):
+        platform.say(chat, "oi")
+    platform.say(B, "Sair!")
+    assert platform.texts(B)[-1].startswith("Você saiu da fila")
+    assert platform.texts(C)[-1].startswith("Atualização: agora você é o 1º da fila")
+    assert platform.r.zrange(SK.queue, 0, -1) == [C]
+
+
+def test_a_chat_already_active_or_waiting_never_requeues(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    platform.say(B, "alô?")
+    platform.say(A, "1")
+    assert platform.r.zrange(SK.queue, 0, -1, withscores=True) == [(B, 1.0)]
+    assert platform.texts(B) == [platform.texts(B)[0]]  # told once, nothing new to tell
+
+
+def test_position_updates_are_throttled_and_never_repeat_a_position(
+    r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = make_platform(r, sim, monkeypatch, WSM_NOTIFY_MIN_INTERVAL_S="3600", WSM_MAX_ACTIVE="1")
+    chats = [f"55119000001{i:02d}@c.us" for i in range(5)]
+    for chat in chats:
+        platform.say(chat, "oi")
+    last = chats[-1]
+    assert platform.texts(last) == [platform.texts(last)[0]]
+    assert "4º da fila" in platform.texts(last)[0]
+    platform.say(chats[0], "sair")  # everyone moves up, but the last one was told less than an hour ago
+    platform.tick()
+    assert len(platform.texts(last)) == 1
+    due = r.zscore(SK.notify_due, last)
+    assert due > time.time() * 1000 + 3500 * 1000
+
+
+def test_hourly_cap_holds(r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = make_platform(r, sim, monkeypatch, WSM_NOTIFY_MAX_PER_HOUR="2", WSM_MAX_ACTIVE="1")
+    chats = [f"55119000002{i:02d}@c.us" for i in range(6)]
+    for chat in chats:
+        platform.say(chat, "oi")
+    for chat in chats[:4]:
+        platform.say(chat, "sair")
+        platform.tick()
+    last = platform.texts(chats[-1])
+    assert len(last) == 2  # joined (4th), then one update; the cap stops the rest
+    positions = [int(t.split("º")[0].split()[-1]) for t in last]
+    assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+
+
+def test_waha_500_for_a_while_then_every_reply_arrives_once(platform: Platform) -> None:
+    platform.sim.set_outage(500)
+    platform.say(A, "oi")
+    assert platform.texts(A) == []
+    assert platform.r.llen(SK.chat(A).outbox) == 1
+    platform.sim.clear_outage()
+    platform.r.hset(SK.chat(A).state, "send_retry_at_ms", 0)  # skip the backoff wait
+    platform.tick()
+    platform.tick()
+    assert len(platform.texts(A)) == 1
+    assert read_history(platform.r, "default", A)[-1]["status"] == "SENT"
+
+
+def test_waha_down_connection_refused_keeps_reply_pending(platform: Platform) -> None:
+    platform.sim.refuse_connections()
+    platform.say(A, "oi")
+    platform.sim.accept_connections()
+    platform.r.hset(SK.chat(A).state, "send_retry_at_ms", 0)
+    platform.tick()
+    assert len(platform.texts(A)) == 1
+
+
+def test_422_holds_sends_until_session_is_working(platform: Platform) -> None:
+    platform.sim.set_session_status("STOPPED")
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    assert platform.r.hexists(SK.status, "held_ms")
+    platform.sim.set_session_status("WORKING")
+    platform.ingestor.ingest(parse_event(wp.session_status_event("WORKING")))
+    platform.tick()
+    assert len(platform.texts(A)) == 1 and len(platform.texts(B)) == 1
+
+
+def test_other_4xx_is_dead_lettered_with_the_reason(platform: Platform) -> None:
+    platform.sim.fail_next(400, count=10)
+    platform.say(A, "oi")
+    [entry] = [json.loads(x) for x in platform.r.lrange(keys.DEADLETTER, 0, -1)]
+    assert entry["chat"] == A and "400" in entry["error"]
+    assert read_history(platform.r, "default", A)[-1]["status"] == "FAILED"
+    assert platform.r.llen(SK.chat(A).outbox) == 0
+
+
+def test_reply_is_filed_under_wahas_id_and_acks_apply(platform: Platform) -> None:
+    platform.say(A, "oi")
+    [sent] = platform.sim.sent_texts(A)
+    waha_ids = [m["id"] for m in read_history(platform.r, "default", A) if m["direction"] == "out"]
+    assert len(waha_ids) == 1 and waha_ids[0].startswith("true_")
+    platform.ingestor.ingest(parse_event(wp.ack_event(waha_ids[0], 3, A)))
+    assert read_history(platform.r, "default", A)[-1]["status"] == "READ"
+    echo = wp.envelope("message.any", wp.message_payload(A, sent.json["text"], from_me=True, source="api"))
+    echo["payload"]["id"] = waha_ids[0]
+    assert platform.ingestor.ingest(parse_event(echo)).status == "duplicate"
+
+
+def test_a_stale_handler_cannot_commit_after_losing_its_lease(platform: Platform, r: redis.Redis) -> None:
+    platform.say(A, "oi")
+    scripts = Scripts(r)
+    first = ChatStore(r, scripts, platform.settings, "default", A)
+    assert first.acquire()
+    r.delete(SK.chat(A).lease)  # its lease expired
+    second = ChatStore(r, scripts, platform.settings, "default", A)
+    assert second.acquire()
+    assert not first.commit(Turn(["tarde demais"]))
+    assert second.commit(Turn(["em dia"]))
+    assert [m["text"] for m in read_history(r, "default", A)][-1] == "em dia"

@@ -1,0 +1,91 @@
+-- commit_turn: apply what one handler decided for a chat, all at once, only while it holds the chat's lease.
+-- Used by the worker (a conversation turn, leaving the queue, an idle close) and the notifier (a position notice).
+--
+-- KEYS[1] chat lease   KEYS[2] chat inbox    KEYS[3] chat state   KEYS[4] chat outbox
+-- KEYS[5] chat log     KEYS[6] chat msgs     KEYS[7] ready        KEYS[8] active
+-- KEYS[9] queue        KEYS[10] notify due   KEYS[11] chat notify KEYS[12] handle stats
+-- ARGV[1] lease token
+-- ARGV[2] number of inbox messages handled (removed from the head of the inbox)
+-- ARGV[3] state fields to set, JSON object of strings
+-- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": history JSON string}
+-- ARGV[5] now (ms)     ARGV[6] history max   ARGV[7] retention (s)
+-- ARGV[8] end reason: "" | "done" | "left" | "idle" | "handoff"   (frees the slot / leaves the queue)
+-- ARGV[9] chat id      ARGV[10] session      ARGV[11] events channel
+-- ARGV[12] notify fields to set, JSON object of strings ("" for none)
+-- ARGV[13] notify due score (ms) to set, "" to leave as is
+-- ARGV[14] max active slots
+-- KEYS[13] queue seq
+-- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
+-- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
+-- Returns "ok" | "lost_lease"
+
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 'lost_lease'
+end
+local now, chat, retention = tonumber(ARGV[5]), ARGV[9], ARGV[7]
+
+local handled = tonumber(ARGV[2])
+if handled > 0 then
+  redis.call('LTRIM', KEYS[2], handled, -1)
+end
+
+for field, value in pairs(cjson.decode(ARGV[3])) do
+  redis.call('HSET', KEYS[3], field, value)
+end
+
+local replies = cjson.decode(ARGV[4])
+for _, reply in ipairs(replies) do
+  redis.call('RPUSH', KEYS[4], reply['entry'])
+  redis.call('HSET', KEYS[6], reply['id'], reply['record'])
+  redis.call('RPUSH', KEYS[5], reply['id'])
+end
+if #replies > 0 then
+  local excess = redis.call('LLEN', KEYS[5]) - tonumber(ARGV[6])
+  if excess > 0 then
+    redis.call('HDEL', KEYS[6], unpack(redis.call('LPOP', KEYS[5], excess)))
+  end
+  redis.call('SADD', KEYS[7], chat)
+  redis.call('EXPIRE', KEYS[5], retention)
+  redis.call('EXPIRE', KEYS[6], retention)
+end
+
+if ARGV[12] ~= '' then
+  for field, value in pairs(cjson.decode(ARGV[12])) do
+    redis.call('HSET', KEYS[11], field, value)
+  end
+  redis.call('EXPIRE', KEYS[11], 86400)
+end
+if ARGV[13] ~= '' then
+  redis.call('ZADD', KEYS[10], 'XX', tonumber(ARGV[13]), chat)
+end
+
+local reason = ARGV[8]
+if reason ~= '' then
+  if redis.call('ZREM', KEYS[8], chat) == 1 then
+    local since = tonumber(redis.call('HGET', KEYS[3], 'since_ms'))
+    if since then
+      redis.call('LPUSH', KEYS[12], now - since)
+      redis.call('LTRIM', KEYS[12], 0, 49)
+    end
+  end
+  redis.call('ZREM', KEYS[9], chat)
+  redis.call('ZREM', KEYS[10], chat)
+  redis.call('DEL', KEYS[11])
+  local status = 'closed'
+  if reason == 'handoff' then status = 'handoff' end
+  redis.call('HSET', KEYS[3], 'status', status, 'closed_reason', reason, 'closed_ms', now)
+  if status == 'closed' and redis.call('LLEN', KEYS[2]) > 0 then
+    if redis.call('ZCARD', KEYS[9]) == 0 and redis.call('ZCARD', KEYS[8]) < tonumber(ARGV[14]) then
+      redis.call('ZADD', KEYS[8], now, chat)
+      redis.call('HSET', KEYS[3], 'status', 'active', 'since_ms', now)
+      redis.call('SADD', KEYS[7], chat)
+    else
+      redis.call('ZADD', KEYS[9], redis.call('INCR', KEYS[13]), chat)
+      redis.call('ZADD', KEYS[10], 0, chat)
+      redis.call('HSET', KEYS[3], 'status', 'waiting', 'queued_ms', now)
+    end
+  end
+  redis.call('PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
+end
+redis.call('EXPIRE', KEYS[3], retention)
+return 'ok'

@@ -1,0 +1,53 @@
+"""The attendance queue: admitting waiting chats into free slots, positions and estimated waits.
+
+FIFO by ticket (a sorted set scored by an increasing counter), so a position is one
+ZRANK (O(log N)) and admission is one atomic script per chat admitted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import redis
+
+from wsm import keys
+from wsm.chat_store import now_ms
+from wsm.scripts import Scripts
+
+DEFAULT_HANDLE_MS = 180_000  # assumed conversation length until real ones are measured
+
+
+def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, max_active: int) -> list[str]:
+    """Admit queue heads while slots are free; returns the chats admitted (each also gets a chat.admitted event)."""
+    admitted: list[str] = []
+    for _ in range(max_active + 16):  # bounded: a few "moved" races at most
+        head = client.zrange(sk.queue, 0, 0)
+        if not head:
+            break
+        chat = head[0]
+        ck = sk.chat(chat)
+        result = scripts.admit_next(
+            keys=[sk.active, sk.queue, sk.notify_due, ck.notify, ck.state, sk.ready],
+            args=[chat, max_active, now_ms(), keys.EVENTS_CHANNEL, sk.session],
+        )
+        if result == "full":
+            break
+        if result == "admitted":
+            admitted.append(chat)
+    return admitted
+
+
+def position(client: redis.Redis, sk: keys.SessionKeys, chat_id: str) -> int | None:
+    """1-based place in the queue, or None when not waiting."""
+    rank = client.zrank(sk.queue, chat_id)
+    return None if rank is None else rank + 1
+
+
+def average_handle_ms(client: redis.Redis, sk: keys.SessionKeys) -> float:
+    recent = [int(x) for x in client.lrange(sk.handle_stats, 0, -1)]
+    return sum(recent) / len(recent) if recent else DEFAULT_HANDLE_MS
+
+
+def estimated_wait_min(avg_handle_ms: float, place: int, slots: int) -> int:
+    """Rolling average handling time x position / slots, in whole minutes (at least 1)."""
+    return max(1, math.ceil(avg_handle_ms * place / max(1, slots) / 60000))
