@@ -111,11 +111,11 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = ("<set>" if value else "<unset>") if f.name in secret else value
-        out["redis_url"] = _redact_url(self.redis_url)
+        out["redis_url"] = redact_url(self.redis_url)
         return out
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")

@@ -1,0 +1,172 @@
+"""Who gets which event: the router's trigger table and the targets it delivers to.
+
+The table is plain data (event type -> target names), checked once when a
+:class:`Triggers` is built, so a typo fails at start instead of routing nothing.
+A target is anything with ``name``, ``endpoint``, ``deliver(event)`` and
+``close()``; today an HTTP POST of a binary-mode CloudEvent (what the Functions
+Framework and Cloud Run expect), later an AWS Lambda invoke.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+from wsm import events
+from wsm.errors import WsmError
+
+WORKER = "worker"
+NOTIFIER = "notifier"
+
+# target name -> (environment variable, default URL)
+TARGET_URLS: Mapping[str, tuple[str, str]] = {
+    WORKER: ("WSM_WORKER_URL", "http://127.0.0.1:8081/"),
+    NOTIFIER: ("WSM_NOTIFIER_URL", "http://127.0.0.1:8082/"),
+}
+
+# event type -> names of the targets it triggers
+SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
+    events.MESSAGE_RECEIVED: (WORKER,),
+    events.CHAT_ADMITTED: (WORKER,),
+    events.QUEUE_CHANGED: (NOTIFIER,),
+    events.TICK: (WORKER, NOTIFIER),
+}
+
+
+class DeliveryFailed(WsmError):
+    """A target did not accept an event (non-2xx, timeout, connection error); the router retries."""
+
+
+class Target(Protocol):
+    """A named function the router can deliver CloudEvents to."""
+
+    name: str
+
+    @property
+    def endpoint(self) -> str:
+        """Where it lives, safe to print (no credentials)."""
+        ...
+
+    def deliver(self, event: CloudEvent) -> None:
+        """Hand over one event; return only once it was accepted, else raise :class:`DeliveryFailed`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (the router calls it on stop)."""
+        ...
+
+
+class HttpTarget:
+    """POSTs the event in CloudEvents binary mode, over one keep-alive ``requests.Session`` per thread.
+
+    Per-thread sessions keep connection reuse without sharing a ``Session``
+    (not documented as thread-safe) across the router's pool.
+    """
+
+    def __init__(self, name: str, url: str, timeout_s: float) -> None:
+        self.name = name
+        self.url = url
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+
+    @property
+    def endpoint(self) -> str:
+        return public_url(self.url)
+
+    def deliver(self, event: CloudEvent) -> None:
+        headers, body = to_binary(event)
+        try:
+            response = self._session().post(self.url, data=body, headers=headers, timeout=self.timeout_s)
+        except requests.Timeout as e:
+            raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
+        except requests.RequestException as e:  # the message may hold the URL: keep the type only
+            raise DeliveryFailed(type(e).__name__) from e
+        if not 200 <= response.status_code < 300:
+            raise DeliveryFailed(f"HTTP {response.status_code}")
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # internal calls: no proxy or .netrc lookups per request
+            with self._lock:
+                self._sessions.append(session)
+                self._local.session = session
+        return session
+
+
+class Triggers:
+    """The checked trigger table: event type -> the targets it triggers."""
+
+    def __init__(self, subscriptions: Mapping[str, Iterable[str]], targets: Iterable[Target]) -> None:
+        by_name: dict[str, Target] = {}
+        for target in targets:
+            if target.name in by_name:
+                raise ValueError(f"two targets named {target.name!r}")
+            by_name[target.name] = target
+        routes: dict[str, tuple[Target, ...]] = {}
+        for event_type, names in subscriptions.items():
+            if event_type not in events.TYPES:
+                raise ValueError(f"unknown event type in trigger table: {event_type!r}")
+            unknown = [name for name in names if name not in by_name]
+            if unknown:
+                raise ValueError(f"{event_type!r} triggers unknown targets {unknown}")
+            routes[event_type] = tuple(by_name[name] for name in names)
+        self.targets: tuple[Target, ...] = tuple(by_name.values())
+        self._routes = routes
+
+    def targets_for(self, event_type: str) -> tuple[Target, ...]:
+        """Targets subscribed to ``event_type`` (maybe none); an unknown type is an error."""
+        if event_type not in events.TYPES:
+            raise ValueError(f"unknown event type: {event_type!r}")
+        return self._routes.get(event_type, ())
+
+    def describe(self) -> list[str]:
+        """One line per route, for the start-up banner."""
+        return [
+            f"{event_type} -> " + ", ".join(f"{t.name} ({t.endpoint})" for t in targets)
+            for event_type, targets in self._routes.items()
+        ]
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.close()
+
+
+def target_url(name: str) -> str:
+    """A target's URL from its environment variable, else its default."""
+    env, default = TARGET_URLS[name]
+    return os.environ.get(env, "").strip() or default
+
+
+def http_triggers(
+    urls: Mapping[str, str],
+    timeout_s: float,
+    subscriptions: Mapping[str, Iterable[str]] = SUBSCRIPTIONS,
+) -> Triggers:
+    """The trigger table with an :class:`HttpTarget` per ``name -> url``."""
+    return Triggers(subscriptions, [HttpTarget(name, url, timeout_s) for name, url in urls.items()])
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info or query, which may carry secrets."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
