@@ -39,8 +39,11 @@ class WakeUp:
         """Parse a published event; raises ValueError on anything else."""
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("type") not in TYPES:
-            raise ValueError(f"not a wsm event: {raw!r:.200}")
-        return cls(data["type"], data.get("session"), data.get("chat"))
+            raise ValueError(f"not a wsm event ({len(raw)} bytes)")  # the raw text may hold a phone number
+        session, chat = data.get("session"), data.get("chat")
+        if not all(v is None or isinstance(v, str) for v in (session, chat)):
+            raise ValueError("event session and chat must be strings or null")
+        return cls(data["type"], session, chat)
 
     @classmethod
     def from_cloudevent(cls, ce_type: str, data: object) -> WakeUp:
@@ -49,4 +52,7 @@ class WakeUp:
         if name not in TYPES:
             raise ValueError(f"unknown event type: {ce_type!r}")
         data = data if isinstance(data, dict) else {}
-        return cls(name, data.get("session"), data.get("chat"))
+        session, chat = data.get("session"), data.get("chat")
+        if not all(v is None or isinstance(v, str) for v in (session, chat)):
+            raise ValueError("event session and chat must be strings or null")
+        return cls(name, session, chat)
