@@ -24,5 +24,8 @@ test: setup lint
 local: setup
 	$(BIN)/wsm-local
 
+chaos: setup
+	$(BIN)/python -m bench.chaos
+
 clean:
 	rm -rf $(VENV) build .local .pytest_cache .ruff_cache

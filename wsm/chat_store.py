@@ -101,6 +101,7 @@ class ChatStore:
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
                 s.state_retention_s, turn.end, self.chat_id, self.session, keys.EVENTS_CHANNEL,
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
+                uuid.uuid4().hex,
             ],
         )  # fmt: skip
         return result == "ok"

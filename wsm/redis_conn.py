@@ -12,8 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from wsm.errors import RedisUnavailable
+
+# Ride out a Redis restart of a second or two (retries for about 3 s in all) instead of failing the request or
+# turn. Safe because every script is idempotent when repeated after a reply was lost (dedupe markers,
+# turn ids, head checks), so re-sending a command that did run changes nothing.
+RETRIES = 6  # backoff 0.05 s doubling, capped at 0.8 s
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -34,6 +41,8 @@ def get_redis(url: str) -> redis.Redis:
                     socket_timeout=5,
                     health_check_interval=30,
                     max_connections=256,
+                    retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), retries=RETRIES),
+                    retry_on_error=[redis.ConnectionError, redis.TimeoutError],
                 )
                 _clients[key] = client
     return client

@@ -14,6 +14,7 @@
 -- ARGV[12] notify fields to set, JSON object of strings ("" for none)
 -- ARGV[13] notify due score (ms) to set, "" to leave as is
 -- ARGV[14] max active slots
+-- ARGV[15] turn id: a repeated call with the same id (a client retry after a lost reply) changes nothing
 -- KEYS[13] queue seq
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
@@ -22,6 +23,10 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'lost_lease'
 end
+if redis.call('HGET', KEYS[3], 'last_turn') == ARGV[15] then
+  return 'ok'
+end
+redis.call('HSET', KEYS[3], 'last_turn', ARGV[15])
 local now, chat, retention = tonumber(ARGV[5]), ARGV[9], ARGV[7]
 
 local handled = tonumber(ARGV[2])

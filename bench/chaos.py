@@ -1,0 +1,302 @@
+"""Chaos run: drive many chats through the real processes of ``make local`` while killing them.
+
+While a WAHA-like driver posts messages (retrying like WAHA on any non-2xx or connection
+error), this SIGKILLs and restarts the worker, notifier, webhook and router at random moments,
+restarts Redis once (AOF ``appendfsync always``), and takes WAHA down (first 500s, then
+connection refused). When everything has drained it compares what the driver sent, what Redis
+holds and what WAHA received, and prints one table.
+
+    make chaos                                  # 5,000 messages, 500 chats, 4 slots
+    python -m bench.chaos --chats 40 --messages 5  # a short run (tests/test_chaos.py runs one)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+import redis
+import requests
+
+from infra import waha_payloads as wp
+from infra.local import LocalConfig, LocalSystem
+from infra.redis_server import free_port
+from infra.waha_sim import WahaSimulator
+from wsm import keys
+from wsm.history import read_history
+
+SESSION = "default"
+KILLABLE = ("worker", "notifier", "webhook", "router")
+
+
+@dataclass
+class ChaosConfig:
+    chats: int = 500
+    messages_per_chat: int = 10
+    slots: int = 4
+    send_rate_per_s: float = 150.0
+    waha_down_s: float = 30.0  # half answering 500, half refusing connections
+    kills_per_process: int = 2
+    restart_redis: bool = True
+    drain_timeout_s: float = 300.0
+    seed: int = 7
+
+
+@dataclass
+class ChaosReport:
+    inbound_sent: int = 0
+    inbound_accepted: int = 0
+    inbound_lost: int = 0
+    inbound_unhandled: int = 0
+    replies_expected: int = 0
+    replies_lost: int = 0
+    duplicate_replies: int = 0
+    order_violations: int = 0
+    deadletter_entries: int = 0
+    kills: dict[str, int] = field(default_factory=dict)
+    redis_restarts: int = 0
+    webhook_retries: int = 0
+    wall_time_s: float = 0.0
+
+    def table(self) -> str:
+        rows = [
+            ("inbound sent", self.inbound_sent),
+            ("inbound accepted", self.inbound_accepted),
+            ("inbound lost", self.inbound_lost),
+            ("inbound left unhandled", self.inbound_unhandled),
+            ("replies expected", self.replies_expected),
+            ("replies lost", self.replies_lost),
+            ("duplicate replies", self.duplicate_replies),
+            ("per-chat order violations", self.order_violations),
+            ("dead-letter entries", self.deadletter_entries),
+            ("processes SIGKILLed", ", ".join(f"{k} {v}" for k, v in self.kills.items())),
+            ("redis restarts", self.redis_restarts),
+            ("webhook retries (driver)", self.webhook_retries),
+            ("wall time", f"{self.wall_time_s:.1f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def chat_script(index: int, count: int) -> list[str]:
+    """What one person writes: a conversation, some chatter, and for half of them a leave word at the end."""
+    words = ["oi", "1", f"Pessoa {index}", f"{index % 28 + 1}/12", "1", "obrigado", "menu", "2", "ok", "tchau"]
+    texts = [f"{words[i % len(words)]}" for i in range(count)]
+    if index % 2 == 0:
+        texts[-1] = "sair"
+    return texts
+
+
+class Driver:
+    """Posts each chat's messages in order, retrying every failure like WAHA does."""
+
+    def __init__(self, webhook_url: str, config: ChaosConfig) -> None:
+        self.url = webhook_url
+        self.config = config
+        self.sent: dict[str, list[str]] = {}  # chat -> payload ids in send order
+        self.accepted = 0
+        self.retries = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def post(self, body: dict) -> None:
+        raw = wp.encode(body)
+        headers = wp.headers(raw, body)
+        session = getattr(self._local, "session", None) or requests.Session()
+        self._local.session = session
+        for _attempt in range(400):
+            try:
+                res = session.post(self.url, data=raw, headers=headers, timeout=10)
+                if res.status_code == 200:
+                    with self._lock:
+                        self.accepted += res.json().get("status") == "accepted"
+                    return
+            except requests.RequestException:
+                session = self._local.session = requests.Session()
+            with self._lock:
+                self.retries += 1
+            time.sleep(0.25)
+        raise RuntimeError("webhook never accepted a message")
+
+    def run_chat(self, index: int, start_at: float) -> None:
+        chat = f"55119{index:08d}@c.us"
+        ids: list[str] = []
+        with self._lock:
+            self.sent[chat] = ids
+        delay = max(0.0, start_at - time.monotonic())
+        time.sleep(delay)
+        for text in chat_script(index, self.config.messages_per_chat):
+            body = wp.message_event(chat, text, session=SESSION)
+            ids.append(body["payload"]["id"])
+            self.post(body)
+            time.sleep(random.uniform(0.05, 0.6))
+
+
+def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> ChaosReport:
+    random.seed(config.seed)
+    report = ChaosReport()
+    started = time.monotonic()
+    tmp = tempfile.TemporaryDirectory(prefix="wsm-chaos-")
+    with WahaSimulator() as sim:
+        env = {
+            **os.environ,
+            "WSM_MAX_ACTIVE": str(config.slots),
+            "WSM_IDLE_TIMEOUT_S": "1",
+            "WSM_TICK_S": "0.5",
+            "WSM_TYPING_MS_PER_CHAR": "0",
+            "WSM_NOTIFY_MIN_INTERVAL_S": "5",
+            "WSM_LEASE_MS": "3000",
+            "WSM_ROUTER_MAX_ATTEMPTS": "12",
+            "WAHA_TIMEOUT_S": "5",
+        }
+        for name in ("REDIS_URL", "WEBHOOK_HMAC_KEY", "WEBHOOK_MAX_SKEW_S"):
+            env.pop(name, None)
+        local = LocalSystem(
+            LocalConfig(
+                waha_url=sim.url,
+                webhook_port=free_port(),
+                worker_port=free_port(),
+                notifier_port=free_port(),
+                redis_port=free_port(),
+                data_dir=data_dir or Path(tmp.name),
+                env=env,
+            )
+        ).start()
+        try:
+            driver = Driver(local.webhook_url, config)
+            span_s = config.chats * config.messages_per_chat / config.send_rate_per_s
+            chaos = threading.Thread(target=_make_chaos, args=(local, sim, config, report, span_s, log), daemon=True)
+            chaos.start()
+            with ThreadPoolExecutor(max_workers=min(config.chats, 200)) as pool:
+                t0 = time.monotonic()
+                starts = [t0 + span_s * i / config.chats for i in range(config.chats)]
+                list(pool.map(driver.run_chat, range(config.chats), starts))
+            log(f"driver done after {time.monotonic() - started:.1f} s; waiting for chaos and drain")
+            chaos.join()
+            client = redis.Redis.from_url(local.redis_url, decode_responses=True)
+            _drain(client, sim, config.drain_timeout_s)
+            _measure(report, client, sim, driver)
+            client.close()
+        finally:
+            local.stop()
+            tmp.cleanup()
+    report.wall_time_s = time.monotonic() - started
+    return report
+
+
+def _make_chaos(
+    local: LocalSystem, sim: WahaSimulator, config: ChaosConfig, report: ChaosReport, span_s: float, log
+) -> None:
+    """Schedule every disruption at a random moment inside the sending window, then carry them out in order."""
+    plan: list[tuple[float, str]] = []
+    for name in KILLABLE:
+        plan += [(random.uniform(0.05, 0.9) * span_s, f"kill:{name}") for _ in range(config.kills_per_process)]
+    if config.restart_redis:
+        plan.append((random.uniform(0.3, 0.7) * span_s, "redis"))
+    plan.append((random.uniform(0.1, 0.4) * span_s, "waha"))
+    t0 = time.monotonic()
+    for at, action in sorted(plan):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        if action.startswith("kill:"):
+            name = action.split(":", 1)[1]
+            local[name].kill()
+            time.sleep(random.uniform(0.1, 1.0))
+            local[name].start()
+            report.kills[name] = report.kills.get(name, 0) + 1
+            log(f"  t={time.monotonic() - t0:5.1f}s SIGKILL {name}, restarted")
+        elif action == "redis":
+            local.redis_server.kill()  # type: ignore[union-attr]
+            time.sleep(1.0)
+            local.redis_server.start()  # type: ignore[union-attr]
+            report.redis_restarts += 1
+            log(f"  t={time.monotonic() - t0:5.1f}s redis SIGKILLed and restarted (AOF)")
+        else:
+            half = config.waha_down_s / 2
+            sim.set_outage(500)
+            log(f"  t={time.monotonic() - t0:5.1f}s WAHA answering 500 for {half:.0f} s")
+            time.sleep(half)
+            sim.clear_outage()
+            sim.refuse_connections()
+            log(f"  t={time.monotonic() - t0:5.1f}s WAHA refusing connections for {half:.0f} s")
+            time.sleep(half)
+            sim.accept_connections()
+            log(f"  t={time.monotonic() - t0:5.1f}s WAHA back")
+
+
+def _drain(client: redis.Redis, sim: WahaSimulator, timeout_s: float) -> None:
+    """Wait until no inbox, outbox, slot or queue holds anything and WAHA has been quiet for a while."""
+    sk = keys.SessionKeys(SESSION)
+    deadline = time.monotonic() + timeout_s
+    quiet_since, last_calls = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        calls = len(sim.calls)
+        if calls != last_calls:
+            quiet_since, last_calls = time.monotonic(), calls
+        busy = client.scard(sk.ready) + client.zcard(sk.active) + client.zcard(sk.queue)
+        if busy == 0 and time.monotonic() - quiet_since > 3:
+            return
+        time.sleep(0.5)
+
+
+def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, driver: Driver) -> None:
+    sent_by_chat: dict[str, list[str]] = {}
+    for call in sim.sent_texts():
+        sent_by_chat.setdefault(call.json["chatId"], []).append(call.json["text"])
+    report.inbound_sent = sum(len(ids) for ids in driver.sent.values())
+    report.inbound_accepted = driver.accepted
+    report.webhook_retries = driver.retries
+    for chat, ids in driver.sent.items():
+        ck = keys.SessionKeys(SESSION).chat(chat)
+        history = read_history(client, SESSION, chat)
+        inbound = [m["id"] for m in history if m["direction"] == "in"]
+        report.inbound_lost += len(set(ids) - set(inbound))
+        report.order_violations += inbound != [i for i in ids if i in set(inbound)]
+        report.inbound_unhandled += client.llen(ck.inbox)
+        replies = [m for m in history if m["direction"] == "out"]
+        report.replies_expected += len(replies)
+        report.replies_lost += sum(m["status"] not in ("SENT", "SERVER", "DEVICE", "READ") for m in replies)
+        sent = sent_by_chat.get(chat, [])
+        counts_sent, counts_expected = Counter(sent), Counter(m["text"] for m in replies)
+        doubled = sum(max(0, n - counts_expected[t]) for t, n in counts_sent.items())
+        report.duplicate_replies += doubled
+        if doubled and os.environ.get("CHAOS_DEBUG"):
+            shown = [(m["text"][:30], m["status"]) for m in replies]
+            print(chat, json.dumps([t[:30] for t in sent]), json.dumps(shown))
+        deduped = [t for i, t in enumerate(sent) if i == 0 or t != sent[i - 1]]
+        expected = [m["text"] for m in replies]
+        expected_deduped = [t for i, t in enumerate(expected) if i == 0 or t != expected[i - 1]]
+        report.order_violations += deduped != expected_deduped
+    report.deadletter_entries = client.llen(keys.DEADLETTER)
+
+
+@click.command()
+@click.option("--chats", default=500, show_default=True)
+@click.option("--messages", "messages_per_chat", default=10, show_default=True)
+@click.option("--slots", default=4, show_default=True)
+@click.option("--rate", "send_rate_per_s", default=150.0, show_default=True, help="Messages per second.")
+@click.option("--waha-down-s", default=30.0, show_default=True)
+@click.option("--kills", "kills_per_process", default=2, show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False), default="bench/results/chaos.json", show_default=True)
+def main(json_out: str, **options: object) -> None:
+    """Run the chaos test and print the table."""
+    config = ChaosConfig(**options)  # type: ignore[arg-type]
+    click.echo(f"chaos: {config.chats} chats x {config.messages_per_chat} messages, {config.slots} slots")
+    report = run_chaos(config, log=click.echo)
+    click.echo(report.table())
+    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_out).write_text(json.dumps({"config": asdict(config), "report": asdict(report)}, indent=2) + "\n")
+    if report.inbound_lost or report.order_violations or report.replies_lost or report.inbound_unhandled:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The short chaos run (the full one is `make chaos`): crashes, a Redis restart and a WAHA outage lose nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.chaos import ChaosConfig, run_chaos
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_chaos_run_loses_nothing_and_keeps_order(tmp_path) -> None:
+    config = ChaosConfig(chats=40, messages_per_chat=5, send_rate_per_s=40, waha_down_s=4, kills_per_process=1, seed=11)
+    report = run_chaos(config, data_dir=tmp_path, log=lambda _line: None)
+    print(report.table())
+    assert report.inbound_sent == 200
+    assert report.inbound_lost == 0
+    assert report.inbound_unhandled == 0
+    assert report.replies_lost == 0
+    assert report.order_violations == 0
+    assert report.replies_expected > 0
+    # A reply can be doubled only by a sender killed between WAHA's answer and recording it.
+    assert report.duplicate_replies <= report.kills["worker"] + report.kills["notifier"]
+    assert report.redis_restarts == 1 and sum(report.kills.values()) == 4
