@@ -204,6 +204,7 @@ def _make_chaos(
         plan.append((random.uniform(0.3, 0.7) * span_s, "redis"))
     plan.append((random.uniform(0.1, 0.4) * span_s, "waha"))
     t0 = time.monotonic()
+    outage: threading.Thread | None = None
     for at, action in sorted(plan):
         time.sleep(max(0.0, t0 + at - time.monotonic()))
         if action.startswith("kill:"):
@@ -219,17 +220,24 @@ def _make_chaos(
             local.redis_server.start()  # type: ignore[union-attr]
             report.redis_restarts += 1
             log(f"  t={time.monotonic() - t0:5.1f}s redis SIGKILLed and restarted (AOF)")
-        else:
-            half = config.waha_down_s / 2
-            sim.set_outage(500)
-            log(f"  t={time.monotonic() - t0:5.1f}s WAHA answering 500 for {half:.0f} s")
-            time.sleep(half)
-            sim.clear_outage()
-            sim.refuse_connections()
-            log(f"  t={time.monotonic() - t0:5.1f}s WAHA refusing connections for {half:.0f} s")
-            time.sleep(half)
-            sim.accept_connections()
-            log(f"  t={time.monotonic() - t0:5.1f}s WAHA back")
+        else:  # the outage runs beside the other disruptions
+            outage = threading.Thread(target=_waha_outage, args=(sim, config.waha_down_s, t0, log), daemon=True)
+            outage.start()
+    if outage:
+        outage.join()
+
+
+def _waha_outage(sim: WahaSimulator, down_s: float, t0: float, log) -> None:
+    half = down_s / 2
+    sim.set_outage(500)
+    log(f"  t={time.monotonic() - t0:5.1f}s WAHA answering 500 for {half:.0f} s")
+    time.sleep(half)
+    sim.clear_outage()
+    sim.refuse_connections()
+    log(f"  t={time.monotonic() - t0:5.1f}s WAHA refusing connections for {half:.0f} s")
+    time.sleep(half)
+    sim.accept_connections()
+    log(f"  t={time.monotonic() - t0:5.1f}s WAHA back")
 
 
 def _drain(client: redis.Redis, sim: WahaSimulator, timeout_s: float) -> None:

@@ -281,3 +281,32 @@ def test_a_stale_handler_cannot_commit_after_losing_its_lease(platform: Platform
     assert not first.commit(Turn(["tarde demais"]))
     assert second.commit(Turn(["em dia"]))
     assert [m["text"] for m in read_history(r, "default", A)][-1] == "em dia"
+
+
+def test_chat_admitted_while_its_waiting_inbox_is_being_examined_is_still_served(platform: Platform) -> None:
+    """Regression (found by the chaos run): the holder's 'examined' count must not hide an admitted chat's inbox."""
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    scripts = Scripts(platform.r)
+    holder = ChatStore(platform.r, scripts, platform.settings, "default", B)
+    assert holder.acquire()
+    holder.commit(Turn(state={"inbox_seen": "1"}))
+    leaving = ChatStore(platform.r, scripts, platform.settings, "default", A)
+    assert platform.r.delete(SK.chat(A).lease) is not None and leaving.acquire()
+    leaving.commit(Turn(["tchau"], end="done"))
+    leaving.release()
+    platform.worker.admit(SK)
+    assert platform.r.hget(SK.chat(B).state, "status") == "active"
+    assert holder.release(examined=1) is True
+    assert B in platform.r.smembers(SK.ready)
+    platform.tick()
+    assert platform.texts(B)[-1].startswith("É a sua vez!")
+
+
+def test_tick_serves_an_active_chat_with_pending_messages_even_without_a_ready_mark(platform: Platform) -> None:
+    platform.say(A, "oi")
+    body = wp.message_event(A, "1")
+    platform.ingestor.ingest(parse_event(body))
+    platform.r.srem(SK.ready, A)  # as if the signal and the mark were both lost
+    platform.tick()
+    assert "nome completo" in platform.texts(A)[-1]

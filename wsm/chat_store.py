@@ -64,7 +64,7 @@ class ChatStore:
     def release(self, examined: int = 0) -> bool:
         """Give the chat back; True when it has work left (new messages or unsent replies)."""
         more = self.scripts.release_lease(
-            keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready],
+            keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready, self.ck.state],
             args=[self.token, self.chat_id, examined],
         )
         self.token = ""

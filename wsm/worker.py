@@ -61,10 +61,19 @@ class Worker:
         self.sender.probe_hold(sk)
         self.close_idle(sk)
         self.admit(sk)
-        ready = list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH]
+        ready = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
+        ready.update(self._active_with_inbox(sk))
         if ready:
             with ThreadPoolExecutor(max_workers=min(16, len(ready))) as pool:
                 list(pool.map(lambda chat: self.serve(sk, chat), ready))
+
+    def _active_with_inbox(self, sk: keys.SessionKeys) -> list[str]:
+        """Safety net: an active chat with unhandled messages is served even if no signal or ready mark says so."""
+        active = self.redis.zrange(sk.active, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for chat in active:
+            pipe.llen(sk.chat(chat).inbox)
+        return [chat for chat, pending in zip(active, pipe.execute(), strict=True) if pending]
 
     def close_idle(self, sk: keys.SessionKeys) -> None:
         deadline = now_ms() - self.settings.idle_timeout_s * 1000
