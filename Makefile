@@ -18,8 +18,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+test: setup lint browser-deps
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for tests/test_browser.py (never `playwright install`), and an emoji font so the page's screenshot
+# shows what people see. Installed only when missing; apt-get needs root, as on CI.
+browser-deps:
+	@test -x /usr/bin/chromium -a -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; }
+
+.PHONY: browser-deps
 
 local: setup
 	$(BIN)/wsm-local
