@@ -35,5 +35,28 @@ local: setup
 chaos: setup
 	$(BIN)/python -m bench.chaos
 
+# The performance benchmark: one table, also in bench/results/latest.json (`--only a`, `--quick`: see bench/run.py).
+# Parts a and c need wrk: apt-get install -y wrk.
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build .local .pytest_cache .ruff_cache
+
+# Deploying each function separately: `make bundle [FUNCTION=name]` builds build/<name>/ (all three without
+# FUNCTION); `make deploy-gcp FUNCTION=name [DRY_RUN=1]` runs gcloud; `make deploy-aws-local FUNCTION=name`
+# deploys to LocalStack at LOCALSTACK_HOST (default localhost:4566).
+FUNCTION ?=
+
+bundle: setup
+	$(BIN)/python -m infra.bundle $(FUNCTION)
+
+deploy-gcp: setup
+	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier [DRY_RUN=1]" >&2; exit 2; }
+	$(BIN)/python -m infra.deploy_gcp $(FUNCTION)
+
+deploy-aws-local: setup
+	@test -n "$(FUNCTION)" || { echo "usage: make deploy-aws-local FUNCTION=webhook|worker|notifier" >&2; exit 2; }
+	$(BIN)/python -m infra.deploy_aws $(FUNCTION)
+
+.PHONY: bundle deploy-gcp deploy-aws-local

@@ -34,7 +34,7 @@ from cloudevents.http import CloudEvent
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from infra.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, http_triggers
+from infra.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, url_triggers
 from wsm import keys
 from wsm.events import TICK, WakeUp
 from wsm.privacy import mask_chat
@@ -385,10 +385,13 @@ class Router:
     show_envvar=True,
 )
 def main(worker_url: str, notifier_url: str) -> None:
-    """Route wake-up events from Redis to the worker and notifier functions as CloudEvents."""
+    """Route wake-up events from Redis to the worker and notifier functions as CloudEvents.
+
+    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function on LocalStack.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    triggers = http_triggers({WORKER: worker_url, NOTIFIER: notifier_url}, settings.router_timeout_s)
+    triggers = url_triggers({WORKER: worker_url, NOTIFIER: notifier_url}, settings.router_timeout_s)
     click.echo(
         f"wsm-router: {settings.redacted()['redis_url']} channel {keys.EVENTS_CHANNEL}, "
         f"tick every {settings.tick_s:g} s, {settings.router_concurrency} concurrent deliveries"

@@ -3,20 +3,22 @@
 The table is plain data (event type -> target names), checked once when a
 :class:`Triggers` is built, so a typo fails at start instead of routing nothing.
 A target is anything with ``name``, ``endpoint``, ``deliver(event)`` and
-``close()``; today an HTTP POST of a binary-mode CloudEvent (what the Functions
-Framework and Cloud Run expect), later an AWS Lambda invoke.
+``close()``: an HTTP POST of a binary-mode CloudEvent (what the Functions
+Framework and Cloud Run expect), or an AWS Lambda invoke with a structured one
+(a target URL ``lambda:<function name>``, see :func:`make_target`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from cloudevents.conversion import to_binary
+from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
 from wsm import events
@@ -24,6 +26,8 @@ from wsm.errors import WsmError
 
 WORKER = "worker"
 NOTIFIER = "notifier"
+
+LAMBDA_SCHEME = "lambda:"
 
 # target name -> (environment variable, default URL)
 TARGET_URLS: Mapping[str, tuple[str, str]] = {
@@ -111,6 +115,78 @@ class HttpTarget:
         return session
 
 
+class LambdaTarget:
+    """Invokes an AWS Lambda function (LocalStack through localstack-client) with a structured CloudEvent.
+
+    The invoke is synchronous (``RequestResponse``) so the router learns the outcome: a function
+    that raised (``FunctionError``) or an API failure is :class:`DeliveryFailed`, retried like a
+    non-2xx from :class:`HttpTarget`. botocore's own retries are off: the router has its own.
+    ``client`` is a boto3 Lambda client; by default one for LocalStack (``LOCALSTACK_HOST``).
+    """
+
+    MAX_POOL_CONNECTIONS = 64  # the router's default concurrency; boto3 clients are thread-safe
+
+    def __init__(self, name: str, function_name: str, timeout_s: float, client: Any = None) -> None:
+        if not function_name:
+            raise ValueError(f"target {name!r}: a Lambda target needs a function name ({LAMBDA_SCHEME}NAME)")
+        self.name = name
+        self.function_name = function_name
+        self.timeout_s = timeout_s
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return LAMBDA_SCHEME + self.function_name
+
+    def deliver(self, event: CloudEvent) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError  # only routers with Lambda targets need boto3
+
+        _, payload = to_structured(event)
+        try:
+            response = self._lambda().invoke(
+                FunctionName=self.function_name, InvocationType="RequestResponse", Payload=payload
+            )
+            body = response["Payload"].read()
+        except ClientError as e:
+            raise DeliveryFailed(f"lambda {e.response.get('Error', {}).get('Code', 'error')}") from e
+        except BotoCoreError as e:  # connection errors, timeouts
+            raise DeliveryFailed(type(e).__name__) from e
+        if response.get("FunctionError"):  # the message may hold user data: keep the error type only
+            raise DeliveryFailed(f"lambda FunctionError {response['FunctionError']}: {_error_type(body)}")
+        if response.get("StatusCode") != 200:
+            raise DeliveryFailed(f"lambda invoke status {response.get('StatusCode')}")
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _lambda(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from botocore.config import Config
+
+                from infra.deploy_aws import aws_client
+
+                config = Config(
+                    connect_timeout=min(5.0, self.timeout_s),
+                    read_timeout=self.timeout_s,
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=self.MAX_POOL_CONNECTIONS,
+                )
+                self._client = aws_client("lambda", config)
+            return self._client
+
+
+def _error_type(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("errorType") or "unknown")
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
 class Triggers:
     """The checked trigger table: event type -> the targets it triggers."""
 
@@ -162,6 +238,22 @@ def http_triggers(
 ) -> Triggers:
     """The trigger table with an :class:`HttpTarget` per ``name -> url``."""
     return Triggers(subscriptions, [HttpTarget(name, url, timeout_s) for name, url in urls.items()])
+
+
+def make_target(name: str, url: str, timeout_s: float) -> Target:
+    """``lambda:<function name>`` is a :class:`LambdaTarget`, anything else an :class:`HttpTarget`."""
+    if url.startswith(LAMBDA_SCHEME):
+        return LambdaTarget(name, url.removeprefix(LAMBDA_SCHEME), timeout_s)
+    return HttpTarget(name, url, timeout_s)
+
+
+def url_triggers(
+    urls: Mapping[str, str],
+    timeout_s: float,
+    subscriptions: Mapping[str, Iterable[str]] = SUBSCRIPTIONS,
+) -> Triggers:
+    """The trigger table with a target per ``name -> url`` (HTTP, or ``lambda:NAME``; see :func:`make_target`)."""
+    return Triggers(subscriptions, [make_target(name, url, timeout_s) for name, url in urls.items()])
 
 
 def public_url(url: str) -> str:
