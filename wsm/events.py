@@ -9,6 +9,8 @@ The router turns each into a CloudEvent of type ``wsm.<type>`` whose
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ TICK = "tick"  # periodic, emitted by the router: sweep for stranded work
 
 TYPES = frozenset({MESSAGE_RECEIVED, QUEUE_CHANGED, CHAT_ADMITTED, TICK})
 CLOUDEVENT_PREFIX = "wsm."
+PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"  # how GCP delivers a Pub/Sub message
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ class WakeUp:
 
     @classmethod
     def from_cloudevent(cls, ce_type: str, data: object) -> WakeUp:
-        """Rebuild the event a function received from the router."""
+        """Rebuild the event a function received: from our router, or a doorbell relayed through GCP Pub/Sub."""
+        if ce_type == PUBSUB_PUBLISHED:
+            return cls._from_pubsub(data)
         name = ce_type.removeprefix(CLOUDEVENT_PREFIX)
         if name not in TYPES:
             raise ValueError(f"unknown event type: {ce_type!r}")
@@ -56,3 +61,14 @@ class WakeUp:
         if not all(v is None or isinstance(v, str) for v in (session, chat)):
             raise ValueError("event session and chat must be strings or null")
         return cls(name, session, chat)
+
+    @classmethod
+    def _from_pubsub(cls, data: object) -> WakeUp:
+        message = data.get("message") if isinstance(data, dict) else None
+        encoded = message.get("data") if isinstance(message, dict) else None
+        if not isinstance(encoded, str):
+            raise ValueError("Pub/Sub event without message.data")
+        try:
+            return cls.from_json(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, UnicodeDecodeError) as e:
+            raise ValueError("Pub/Sub message.data is not base64 JSON") from e
