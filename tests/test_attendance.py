@@ -310,3 +310,32 @@ def test_tick_serves_an_active_chat_with_pending_messages_even_without_a_ready_m
     platform.r.srem(SK.ready, A)  # as if the signal and the mark were both lost
     platform.tick()
     assert "nome completo" in platform.texts(A)[-1]
+
+
+def test_a_human_replying_from_the_phone_takes_over_and_frees_the_slot(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    human = wp.envelope(
+        "message.any", wp.message_payload(A, "Oi, aqui é a Ana da recepção", from_me=True, source="app")
+    )
+    platform.ingestor.ingest(parse_event(human))
+    platform.dispatch(B)
+    assert platform.r.hget(SK.chat(A).state, "status") == "handoff"
+    assert platform.texts(B)[-1].startswith("É a sua vez!")
+    before = len(platform.texts(A))
+    platform.say(A, "obrigado, Ana")  # the bot stays quiet while the human talks
+    assert len(platform.texts(A)) == before
+    assert [m["text"] for m in read_history(platform.r, "default", A)][-2:] == [
+        "Oi, aqui é a Ana da recepção",
+        "obrigado, Ana",
+    ]
+
+
+def test_handoff_step_hands_the_chat_to_a_human(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.say(A, "3")
+    assert "atendente humano" in platform.texts(A)[-1]
+    state = platform.r.hgetall(SK.chat(A).state)
+    assert state["status"] == "handoff" and int(state["handoff_until_ms"]) > time.time() * 1000
+    platform.say(A, "alô?")
+    assert len(platform.texts(A)) == 2

@@ -72,6 +72,7 @@ class Ingestor:
             args=[
                 msg.message_id, record, msg.direction, _now_ms(), s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
+                s.handoff_s * 1000,
             ],
         )  # fmt: skip
         verdict = result[0]

@@ -15,14 +15,16 @@
 -- ARGV[1] message id   ARGV[2] record JSON   ARGV[3] direction "in" | "out"
 -- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
 -- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
--- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)
+-- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
+-- An outbound message typed on the phone (source "app") means a human took over the chat: the bot
+-- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
 
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
   return {'duplicate'}
 end
 
-local id, record, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local id, record, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local early = redis.call('GET', KEYS[11])
 if early then
   local rec = cjson.decode(record)
@@ -43,12 +45,16 @@ end
 local retention = ARGV[11]
 redis.call('EXPIRE', KEYS[2], retention)
 redis.call('EXPIRE', KEYS[3], retention)
-
-local chat = ARGV[8]
 if ARGV[3] == 'out' then
   redis.call('HSET', KEYS[5], 'last_out_ms', now)
   if string.find(record, '"source":"app"', 1, true) then
-    redis.call('HSET', KEYS[5], 'human_reply_ms', now)
+    redis.call('HSET', KEYS[5], 'human_reply_ms', now, 'status', 'handoff', 'conv', '0',
+      'handoff_until_ms', now + tonumber(ARGV[13]), 'closed_reason', 'handoff')
+    local freed = redis.call('ZREM', KEYS[7], chat) + redis.call('ZREM', KEYS[8], chat)
+    redis.call('ZREM', KEYS[10], chat)
+    if freed > 0 then
+      redis.call('PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
+    end
   end
   redis.call('EXPIRE', KEYS[5], retention)
   return {'stored_out'}
