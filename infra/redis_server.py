@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -36,6 +38,26 @@ def find_redis_server() -> str:
     return path
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only redis-server: its certificate and key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def supports_tls(binary: str | None = None) -> bool:
+    """Whether this redis-server was built with TLS: without it, ``tls-port`` is a bad directive."""
+    probe = subprocess.run(  # listens nowhere, so it exits at once either way
+        [binary or find_redis_server(), "--port", "0", "--tls-port", "0", "--save", ""],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return "Bad directive" not in probe.stdout + probe.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +65,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server child process on 127.0.0.1; ``appendfsync`` is ``always`` unless told otherwise."""
+    """A redis-server child process on 127.0.0.1; ``appendfsync`` is ``always`` unless told otherwise.
+
+    ``password`` sets ``requirepass``; ``tls`` serves TLS only on ``port`` (no plain port), and
+    ``url`` becomes ``rediss://`` with the CA to verify the server.
+    """
 
     def __init__(
         self,
@@ -51,6 +77,8 @@ class RedisServer:
         data_dir: str | Path | None = None,
         appendonly: bool = True,
         appendfsync: str = "always",
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.port = port or free_port()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="wsm-redis-")
@@ -58,11 +86,16 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         args = [
@@ -75,8 +108,15 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert)]
+            args += ["--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca)]
+            args += ["--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -48,6 +48,7 @@ class Settings:
     webhook_hmac_key: str
     webhook_max_skew_s: int
     webhook_max_body_bytes: int
+    webhook_read_timeout_s: float
     waha_url: str
     waha_api_key: str
     waha_timeout_s: float
@@ -79,6 +80,7 @@ class Settings:
             webhook_hmac_key=_str("WEBHOOK_HMAC_KEY"),
             webhook_max_skew_s=_int("WEBHOOK_MAX_SKEW_S", 0),
             webhook_max_body_bytes=_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024),
+            webhook_read_timeout_s=_float("WEBHOOK_READ_TIMEOUT_S", 10.0),
             waha_url=_str("WAHA_URL", "http://127.0.0.1:3000").rstrip("/"),
             waha_api_key=_str("WAHA_API_KEY"),
             waha_timeout_s=_float("WAHA_TIMEOUT_S", 30.0),

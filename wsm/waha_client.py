@@ -63,24 +63,25 @@ class WahaClient:
         if res.status_code >= 500 or res.status_code == 429:
             raise WahaRetryable(f"{path}: HTTP {res.status_code}")
         if res.status_code == 422:
-            raise WahaSessionNotReady(f"{path}: session not WORKING ({_error_text(res)})")
+            raise WahaSessionNotReady(f"{path}: session not WORKING ({self._error_text(res)})")
         if res.status_code >= 400:
-            raise WahaRejected(f"{path}: HTTP {res.status_code} {_error_text(res)}")
+            raise WahaRejected(f"{path}: HTTP {res.status_code} {self._error_text(res)}")
         try:
             return res.json() if res.content else {}
         except ValueError:
             return {}
 
-
-def _error_text(res: requests.Response) -> str:
-    """WAHA's own error text, short; never includes our request headers."""
-    try:
-        data = res.json()
-    except ValueError:
-        return res.text[:200]
-    if isinstance(data, dict):
-        return str(data.get("error") or data.get("message") or data)[:200]
-    return str(data)[:200]
+    def _error_text(self, res: requests.Response) -> str:
+        """WAHA's own error text, short, with our API key blanked should WAHA (or a proxy) echo it back."""
+        try:
+            data = res.json()
+            text = str(data.get("error") or data.get("message") or data) if isinstance(data, dict) else str(data)
+        except ValueError:
+            text = res.text
+        api_key = self.http.headers.get("X-Api-Key")
+        if api_key:
+            text = text.replace(str(api_key), "***")
+        return text[:200]
 
 
 def _message_id(answer: Any) -> str:

@@ -8,6 +8,7 @@ handle becomes :class:`Ignored` (answered 200, because WAHA retries every non-2x
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,9 @@ ENVELOPE_TYPES: dict[str, tuple[type, ...]] = {
 }
 PERSON_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
 MAX_ID_CHARS = 256
+MAX_SAFE_NUMBER = 2**53 - 1  # WAHA is JavaScript: no number it sends is larger; Redis's Lua cannot re-encode inf
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, paired ones are one character already
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,32 @@ WahaEvent = Message | Ack | SessionStatus | Ignored
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode the JSON body; 400 names what is wrong."""
     try:
-        body = json.loads(raw)
+        text = raw.decode()  # strict: json.loads(bytes) would let UTF-8-encoded surrogates through
     except UnicodeDecodeError as e:
         raise BadRequest("body is not valid UTF-8") from e
+    try:
+        body = json.loads(text, parse_constant=_not_json)
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"malformed JSON: {str(e)[:120]}") from e
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw):
+        body = _without_lone_surrogates(body)
     return body
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _without_lone_surrogates(body: dict[str, Any]) -> dict[str, Any]:
+    """Replace lone ``\\udXXX`` escapes (half an emoji, cut by the sender) with U+FFFD: Redis needs valid UTF-8."""
+    return json.loads(_LONE_SURROGATE.sub("\ufffd", json.dumps(body, ensure_ascii=False)))
+
+
+def _check_number(name: str, value: object) -> None:
+    if isinstance(value, int | float) and not abs(value) <= MAX_SAFE_NUMBER:  # also false for inf and NaN
+        raise BadRequest(f"field {name!r} must be a finite number within ±2^53")
 
 
 def parse_event(body: dict[str, Any]) -> WahaEvent:
@@ -96,6 +118,7 @@ def _check_envelope(body: dict[str, Any]) -> None:
         value = body[name]
         if not isinstance(value, types) or isinstance(value, bool):
             raise BadRequest(f"field {name!r} must be {' or '.join(t.__name__ for t in types)}")
+        _check_number(name, value)
     session = body["session"]
     if not session or len(session) > 128 or "{" in session or "}" in session:
         raise BadRequest("field 'session' must be a non-empty name without braces, at most 128 characters")
@@ -107,8 +130,12 @@ def _field(payload: dict[str, Any], name: str, types: tuple[type, ...], required
         if required:
             raise BadRequest(f"missing required field: payload.{name}")
         return None
+    if isinstance(value, float) and int in types and float not in types and value.is_integer():
+        value = int(value)  # JSON has one kind of number: 3.0 is the integer 3
     if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
         raise BadRequest(f"field 'payload.{name}' must be {' or '.join(t.__name__ for t in types)}")
+    if bool not in types:
+        _check_number(f"payload.{name}", value)
     return value
 
 
@@ -132,18 +159,25 @@ def _message_id(payload: dict[str, Any]) -> str:
     return message_id
 
 
+def _chat_field(payload: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = _field(payload, name, (str,), required)
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise BadRequest(f"field 'payload.{name}' must be at most {MAX_ID_CHARS} characters")
+    return value
+
+
 def _parse_message(session: str, event: str, payload: dict[str, Any]) -> WahaEvent:
     message_id = _message_id(payload)
     from_me = _field(payload, "fromMe", (bool,))
-    sender = _field(payload, "from", (str,))
-    recipient = _field(payload, "to", (str,), required=False)
-    chat_id = (recipient or "") if from_me else sender
+    sender = _chat_field(payload, "from")
+    recipient = _chat_field(payload, "to", required=False)
+    chat_id = (recipient if from_me else sender) or ""
+    record = _message_record(message_id, payload, "out" if from_me else "in")  # malformed is 400 whatever the chat
     kind = chat_kind(chat_id)
     if kind != "person":
         return Ignored(f"{kind} chats are not served" if kind != "other" else "unsupported chat id")
     if from_me and event == "message":
         return Ignored("own message on 'message' (subscribe to message.any to record it)")
-    record = _message_record(message_id, payload, "out" if from_me else "in")
     return Message(session, chat_id, message_id, record["direction"], record)
 
 
@@ -175,7 +209,7 @@ def _message_record(message_id: str, payload: dict[str, Any], direction: str) ->
             "url": _str_or_none(media.get("url")),
             "filename": _str_or_none(media.get("filename")),
             "caption": body,
-            "error": media.get("error") if isinstance(media.get("error"), (str, dict)) else None,
+            "error": _media_error(media.get("error")),
         }
     return record
 
@@ -184,11 +218,19 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _media_error(error: object) -> str | dict[str, Any] | None:
+    """WAHA's download error, flat: a nested one could be too deep for a later JSON decode (worker, Lua)."""
+    if isinstance(error, dict):
+        return {k: v for k, v in error.items() if v is None or isinstance(v, str | int | float | bool)}
+    return error if isinstance(error, str) else None
+
+
 def _parse_ack(session: str, payload: dict[str, Any]) -> WahaEvent:
     message_id = _message_id(payload)
     ack = _field(payload, "ack", (int,))
     ack_name = _field(payload, "ackName", (str,), required=False) or str(ack)
-    chat_id = _chat_of_message_id(message_id) or _field(payload, "from", (str,), required=False) or ""
+    sender = _chat_field(payload, "from", required=False)
+    chat_id = _chat_of_message_id(message_id) or sender or ""
     if chat_kind(chat_id) != "person":
         return Ignored("ack for a chat that is not served")
     return Ack(session, chat_id, message_id, ack, ack_name)

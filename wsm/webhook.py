@@ -1,7 +1,8 @@
 """The webhook function's HTTP handling: method, size, type and signature checks, then ingest.
 
 Checks run cheapest-first and before any parsing, so hostile input costs little and
-changes nothing: 405, 413, 415, 401 (HMAC over the raw bytes), 400, then Redis.
+changes nothing: 405, 413, 415, 408 (body not in by the read deadline), 401 (HMAC over
+the raw bytes), 400, then Redis. The request API is described in ``docs/openapi.yaml``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import logging
 from typing import Any
 
 import flask
+from werkzeug.exceptions import ClientDisconnected
 
 from wsm.errors import BadRequest, RedisUnavailable
 from wsm.ingest import Ingestor, Outcome
 from wsm.privacy import mask_chat
+from wsm.read_deadline import read_deadlines
 from wsm.redis_conn import get_redis, redis_errors
 from wsm.settings import Settings, get_settings
 from wsm.signature import verify_hmac, verify_timestamp
@@ -29,7 +32,9 @@ def handle(request: flask.Request) -> Response:
     """Answer one HTTP request to the webhook function."""
     settings = get_settings()
     try:
-        if request.method == "GET" and request.path.rstrip("/").endswith("/healthz"):
+        if request.path.rstrip("/").endswith("/healthz"):
+            if request.method != "GET":
+                return {"error": "method not allowed; /healthz answers GET"}, 405, {"Allow": "GET"}
             return healthz(settings)
         if request.method != "POST":
             return {"error": "method not allowed; WAHA webhooks are POSTed"}, 405, {"Allow": "POST"}
@@ -54,15 +59,24 @@ def handle(request: flask.Request) -> Response:
 
 
 def read_body(request: flask.Request, settings: Settings) -> bytes:
-    """The raw body, refused before reading when too large or not JSON."""
-    limit = settings.webhook_max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    """The raw body, refused before reading when too large or not JSON, and cut off when it comes too slowly."""
+    limit, expected = settings.webhook_max_body_bytes, request.content_length
+    if expected is not None and expected > limit:
         raise BadRequest(f"body larger than {limit} bytes", status=413)
     if request.mimetype != "application/json":
         raise BadRequest("Content-Type must be application/json", status=415)
-    raw = request.stream.read(limit + 1)
+    timeout_s = settings.webhook_read_timeout_s
+    with read_deadlines.watch(request.environ.get("gunicorn.socket"), timeout_s) as expired:
+        try:
+            raw = request.stream.read(limit + 1)
+        except ClientDisconnected:
+            raw = b""
     if len(raw) > limit:
         raise BadRequest(f"body larger than {limit} bytes", status=413)
+    if (expected is None or len(raw) < expected) and expired():
+        raise BadRequest(f"body not received within {timeout_s:g} s", status=408)
+    if expected is not None and len(raw) < expected:
+        raise BadRequest("body shorter than its Content-Length (the client went away?)")
     return raw
 
 

@@ -1,0 +1,139 @@
+"""(b) End to end: from the webhook POST to the ``sendText`` arriving at WAHA, through every real process.
+
+``make local``'s system (webhook, router, worker, notifier, Redis with AOF always) sends to the
+recording WAHA stand-in (its own process, answering at once); WSM_TYPING_MS_PER_CHAR=0 and enough
+slots that nobody queues. An open-loop sender posts ``e2e_rate_per_s`` signed messages a second
+from ``e2e_chats`` chats (each chat once every chats/rate seconds) for ``e2e_duration_s``; the
+k-th reply a chat receives is matched to its k-th message. Both times are ``time.time()`` here.
+When the worker falls behind, a chat's pending messages are answered in one merged reply: they
+count as missing (the stand-in's sendSeen ids show they were answered), and later replies of that
+chat are matched to earlier messages, which understates their latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from bench.bodies import BodyMaker, chat_id
+from bench.loadgen import Sent, open_loop
+from bench.plan import Plan
+from bench.recorder import RecorderClient
+from bench.report import Row, num, percentile
+from bench.stack import HMAC_KEY, cpu_delta, system_cpu
+from infra.local import LocalSystem
+
+SESSION = "default"
+TARGET_P99_MS = 20.0
+_groups = iter(range(800, 900))
+
+
+def schedule(maker: BodyMaker, rate: float, seconds: float, chats: list[str], t0: float) -> list:
+    """(due, chat, body, headers): message j of the run is due at t0 + j / rate, from chat j mod len(chats)."""
+    out = []
+    for j in range(int(rate * seconds)):
+        chat = chats[j % len(chats)]
+        _, raw, headers = maker.signed(chat, "oi" if j < len(chats) else "menu")
+        out.append((t0 + j / rate, chat, raw, headers))
+    return out
+
+
+def send_and_collect(plan: Plan, system: LocalSystem, recorder: RecorderClient, seconds: float) -> tuple:
+    group = next(_groups)
+    chats = [chat_id(group, i) for i in range(plan.e2e_chats)]
+    plan_ = schedule(BodyMaker(SESSION, HMAC_KEY), plan.e2e_rate_per_s, seconds, chats, 0.0)
+    t0 = time.time() + 0.5
+    sent = open_loop(system.webhook_url, [(t0 + due, *rest) for due, *rest in plan_])
+    replies = wait_for_replies(recorder, set(chats), sum(s.ok for s in sent))
+    return sent, replies
+
+
+def wait_for_replies(recorder: RecorderClient, chats: set[str], expected: int, quiet_s: float = 5.0) -> list:
+    """Poll the stand-in until every expected reply came, or nothing new came for ``quiet_s``."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        texts = [t for t in recorder.texts() if t.chat in chats]
+        if len(texts) != last:
+            last, last_change = len(texts), time.monotonic()
+        if len(texts) >= expected or time.monotonic() - last_change > quiet_s:
+            return texts
+        time.sleep(0.25)
+
+
+def match(sent: list[Sent], replies: list) -> tuple[list[float], int, int]:
+    """Latencies (s) of k-th message -> k-th reply per chat; (latencies, missing replies, extra replies)."""
+    by_chat: dict[str, list[Sent]] = defaultdict(list)
+    for s in sorted(sent, key=lambda s: s.due):
+        if s.ok:
+            by_chat[s.chat].append(s)
+    got: dict[str, list[float]] = defaultdict(list)
+    for r in sorted(replies, key=lambda r: r.arrived):
+        got[r.chat].append(r.arrived)
+    latencies, missing, extra = [], 0, 0
+    for chat, msgs in by_chat.items():
+        arrivals = got.get(chat, [])
+        latencies += [a - s.sent for s, a in zip(msgs, arrivals, strict=False)]
+        missing += max(0, len(msgs) - len(arrivals))
+        extra += max(0, len(arrivals) - len(msgs))
+    return latencies, missing, extra
+
+
+def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict, list[Row]]:
+    recorder.reset(0)
+    send_and_collect(plan, system, recorder, plan.e2e_warmup_s)  # warm-up: other chats, not counted
+    cpu_before = system_cpu(system, recorder.pid)
+    recorder.reset(0)
+    sent, replies = send_and_collect(plan, system, recorder, plan.e2e_duration_s)
+    cpu = cpu_delta(cpu_before, system_cpu(system, recorder.pid))
+    answered = recorder.calls().get("sendSeen messageIds", 0)  # messages a reply was sent for, merged or not
+    latencies, missing, extra = match(sent, replies)
+    lat_ms = [x * 1000 for x in latencies]
+    span = max(s.sent for s in sent) - min(s.sent for s in sent)
+    figures = {
+        "sent": len(sent),
+        "failed_posts": sum(not s.ok for s in sent),
+        "rate_per_s": round(len(sent) / span, 1) if span else None,
+        "sender_lag_p99_ms": round(percentile([(s.sent - s.due) * 1000 for s in sent], 99), 2),
+        "matched": len(latencies),
+        "missing": missing,
+        "extra": extra,
+        "answered": answered,
+        "merged": answered - len(replies),
+        **{f"p{p}_ms": round(percentile(lat_ms, p), 2) for p in (50, 95, 99)},
+        "max_ms": round(max(lat_ms), 2) if lat_ms else None,
+        "cpu_s": cpu,
+        "cpu_ms_per_message": {name: round(s * 1000 / len(sent), 2) for name, s in cpu.items()},
+    }
+    rows = [
+        Row(
+            "b",
+            f"webhook POST -> sendText, {plan.e2e_rate_per_s}/s for {plan.e2e_duration_s:g} s",
+            f"p50 {num(figures['p50_ms'], 1)} | p95 {num(figures['p95_ms'], 1)} | p99 {num(figures['p99_ms'], 1)} ms"
+            f" | max {num(figures['max_ms'] or float('nan'), 1)} ms",
+            f"p99 ≤ {TARGET_P99_MS:g} ms",
+            bool(lat_ms) and figures["p99_ms"] <= TARGET_P99_MS,
+        ),
+        Row(
+            "b",
+            "replies matched / missing",
+            f"{figures['matched']:,} matched | {missing} missing | {extra} extra | {figures['failed_posts']} failed "
+            f"POSTs | {answered:,} of {len(sent):,} answered, {figures['merged']} merged into another's reply | "
+            f"sent at {num(figures['rate_per_s'] or 0, 1)}/s, sender lag p99 {figures['sender_lag_p99_ms']} ms",
+            "0 missing",
+            missing == 0 and figures["failed_posts"] == 0,
+        ),
+        Row(
+            "b",
+            "CPU ms per message, by process",
+            " | ".join(f"{name} {v:.2f}" for name, v in figures["cpu_ms_per_message"].items()),
+        ),
+    ]
+    return figures, rows
+
+
+def conditions(plan: Plan) -> str:
+    return (
+        f"make local's processes + recording WAHA stand-in (own process, answers at once); "
+        f"{plan.e2e_rate_per_s} msg/s from {plan.e2e_chats} chats for {plan.e2e_duration_s:g} s "
+        f"(after {plan.e2e_warmup_s:g} s warm-up on other chats); WSM_TYPING_MS_PER_CHAR=0, slots > chats"
+    )

@@ -1,0 +1,152 @@
+"""(d) Memory: Redis bytes per waiting chat and per idle conversation, and where the bytes go.
+
+A fresh redis-server without AOF (memory does not depend on it); ``used_memory`` is read before
+and after, and the delta divided by the number of chats is what one costs.
+
+- waiting: one chat holds the one slot, then N chats write one short message each and wait;
+- idle conversation: N chats each hold a 10-message conversation through the real worker (run
+  here, sending to the recording WAHA stand-in): 10 inbound, 10 bot replies, the last inbound
+  ("sair") closes it, so inbox and outbox are empty; the dedupe markers of all 20 ids remain.
+
+``MEMORY USAGE`` (exact, SAMPLES 0) of each key of one sample chat shows where the bytes go;
+a session-wide key (queue, notify:due) is shown as its size divided by its members.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from bench.bodies import BodyMaker, chat_id, preload
+from bench.plan import Plan
+from bench.recorder import RecorderClient
+from bench.report import Row, num
+from bench.stack import bench_settings, client_for, private_redis
+from wsm import keys
+from wsm.conversation import Engine
+from wsm.flow import load_flow
+from wsm.ingest import Ingestor
+from wsm.redis_conn import get_redis
+from wsm.waha_client import WahaClient
+from wsm.waha_event import parse_event
+from wsm.worker import Worker
+
+WAITING, IDLE = "mem-waiting", "mem-idle"
+CONVERSATION = ("oi", "1", "Maria Souza", "15/12", "2", "Maria S. Souza", "16/12", "menu", "9", "sair")
+TARGET_WAITING_B = 300
+TARGET_IDLE_B = 4096
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def usage(client: redis.Redis, key: str) -> int:
+    return int(client.memory_usage(key, samples=0) or 0)
+
+
+def waiting_chat_keys(client: redis.Redis, sk: keys.SessionKeys, chat: str) -> dict[str, float]:
+    ck = sk.chat(chat)
+    ids = client.lrange(ck.log, 0, -1)
+    out: dict[str, float] = {name: usage(client, getattr(ck, name)) for name in ("log", "msgs", "inbox", "state")}
+    out["seen (1 marker)"] = sum(usage(client, sk.seen(i)) for i in ids)
+    for name, key, card in (("queue", sk.queue, client.zcard), ("notify:due", sk.notify_due, client.zcard)):
+        members = card(key)
+        out[f"{name} (÷ {members:,})"] = round(usage(client, key) / members, 1) if members else 0
+    return out
+
+
+def idle_chat_keys(client: redis.Redis, sk: keys.SessionKeys, chat: str) -> dict[str, float]:
+    ck = sk.chat(chat)
+    ids = client.lrange(ck.log, 0, -1)
+    out: dict[str, float] = {name: usage(client, getattr(ck, name)) for name in ("log", "msgs", "state")}
+    out[f"seen ({len(ids)} markers)"] = sum(usage(client, sk.seen(i)) for i in ids)
+    out["inbox + outbox + lease + notify"] = sum(usage(client, k) for k in (ck.inbox, ck.outbox, ck.lease, ck.notify))
+    return out
+
+
+def waiting_bytes(client: redis.Redis, url: str, chats: int) -> dict:
+    preload(url, {"max_active": 1}, WAITING, [chat_id(701, 0)])  # takes the one slot
+    before = used_memory(client)
+    preload(url, {"max_active": 1}, WAITING, [chat_id(701, i) for i in range(1, chats + 1)])
+    delta = used_memory(client) - before
+    sk = keys.SessionKeys(WAITING)
+    sample = waiting_chat_keys(client, sk, chat_id(701, chats // 2))
+    return {"chats": chats, "waiting": client.zcard(sk.queue), "bytes_per_chat": round(delta / chats), "sample": sample}
+
+
+def idle_bytes(client: redis.Redis, url: str, recorder: RecorderClient, chats: int) -> dict:
+    settings = bench_settings(redis_url=url, waha_url=recorder.url, max_active=64, typing_ms_per_char=0)
+    app = get_redis(url)
+    ingestor = Ingestor(app, settings)
+    worker = Worker(app, settings, WahaClient(recorder.url, "", 10.0), Engine(load_flow(None)))
+    sk, maker = keys.SessionKeys(IDLE), BodyMaker(IDLE, "")
+    names = [chat_id(702, i) for i in range(chats)]
+
+    def converse(chat: str) -> None:
+        for text in CONVERSATION:
+            ingestor.ingest(parse_event(maker.body(chat, text)))
+            worker.serve(sk, chat)
+
+    converse(chat_id(703, 0))  # first use: scripts loaded, session keys created
+    before = used_memory(client)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(converse, names))
+    delta = used_memory(client) - before
+    complete = sum(_is_idle_conversation(client, sk, chat) for chat in names)
+    sample = idle_chat_keys(client, sk, names[chats // 2])
+    return {"chats": chats, "complete": complete, "bytes_per_chat": round(delta / chats), "sample": sample}
+
+
+def _is_idle_conversation(client: redis.Redis, sk: keys.SessionKeys, chat: str) -> bool:
+    ck = sk.chat(chat)
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(ck.log)
+    pipe.hlen(ck.msgs)
+    pipe.exists(ck.inbox, ck.outbox, ck.lease)
+    pipe.hget(ck.state, "status")
+    log_len, msgs, leftovers, status = pipe.execute()
+    return log_len == 20 and msgs == 20 and leftovers == 0 and status == "closed"
+
+
+def run(plan: Plan, recorder: RecorderClient) -> tuple[dict, list[Row]]:
+    recorder.reset(0)
+    with private_redis(appendonly=False) as server:
+        client = client_for(server.url)
+        figures = {
+            "waiting": waiting_bytes(client, server.url, plan.memory_waiting_chats),
+            "idle": idle_bytes(client, server.url, recorder, plan.memory_idle_chats),
+            "redis_version": client.info("server")["redis_version"],
+        }
+        client.close()
+    w, i = figures["waiting"], figures["idle"]
+
+    def where(sample: dict[str, float]) -> str:
+        return ", ".join(f"{k} {num(v)}" for k, v in sample.items())
+
+    return figures, [
+        Row(
+            "d",
+            f"bytes per waiting chat ({w['chats']:,} chats)",
+            f"{num(w['bytes_per_chat'])} B (used_memory delta ÷ chats; {w['waiting']:,} waiting)",
+            f"≤ {TARGET_WAITING_B} B",
+            w["bytes_per_chat"] <= TARGET_WAITING_B and w["waiting"] == w["chats"],
+        ),
+        Row("d", "  where: MEMORY USAGE, one waiting chat", where(w["sample"])),
+        Row(
+            "d",
+            f"bytes per idle conversation, 20 msgs ({i['chats']:,} chats)",
+            f"{num(i['bytes_per_chat'])} B (used_memory delta ÷ chats; {i['complete']:,} closed with 20 in history)",
+            f"≤ {TARGET_IDLE_B // 1024} KB",
+            i["bytes_per_chat"] <= TARGET_IDLE_B and i["complete"] == i["chats"],
+        ),
+        Row("d", "  where: MEMORY USAGE, one idle conversation", where(i["sample"])),
+    ]
+
+
+def conditions(plan: Plan) -> str:
+    return (
+        f"fresh Redis without AOF; {plan.memory_waiting_chats:,} waiting chats (one short message each); "
+        f"{plan.memory_idle_chats:,} closed conversations of 10 inbound + 10 replies through the real worker"
+    )
