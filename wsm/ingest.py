@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import flask
 import redis
 
 from wsm import keys
+from wsm.group_commit import GroupCommit
 from wsm.redis_conn import redis_errors
 from wsm.scripts import Scripts
 from wsm.settings import Settings
@@ -29,8 +31,10 @@ class Outcome:
     status: str  # accepted | duplicate | stored | ignored | updated
     details: dict[str, Any] = field(default_factory=dict)
 
-    def as_response(self) -> tuple[dict[str, Any], int]:
-        return {"status": self.status, **self.details}, 200
+    def as_response(self) -> flask.Response:
+        """Serialized here rather than by Flask's jsonify: the hot path of every webhook call."""
+        body = json.dumps({"status": self.status, **self.details}, separators=(",", ":"), ensure_ascii=False)
+        return flask.Response(body, 200, mimetype="application/json")
 
 
 class Ingestor:
@@ -40,6 +44,7 @@ class Ingestor:
         self.redis = client
         self.settings = settings
         self.scripts = Scripts(client)
+        self.group = GroupCommit(client)
         self._known_sessions: set[str] = set()
 
     def ingest(self, event: WahaEvent) -> Outcome:
@@ -64,12 +69,13 @@ class Ingestor:
         ck = sk.chat(msg.chat_id)
         s = self.settings
         record = json.dumps(msg.record, separators=(",", ":"), ensure_ascii=False)
-        result = self.scripts.ingest_message(
-            keys=[
+        result = self.group.call(
+            self.scripts.ingest_message,
+            [
                 sk.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, sk.ready,
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
-            args=[
+            [
                 msg.message_id, record, msg.direction, _now_ms(), s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000,

@@ -100,7 +100,7 @@ def ingestor(settings: Settings) -> Ingestor:
 
 
 def _log_outcome(event: object, outcome: Outcome, settings: Settings) -> None:
-    if isinstance(event, Message):
+    if isinstance(event, Message) and log.isEnabledFor(logging.DEBUG):
         log.debug(
             "%s %s %s chat=%s", outcome.status, event.direction, event.message_id[-8:],
             mask_chat(event.chat_id, settings.mask_phones),
