@@ -146,10 +146,10 @@ class LocalSystem:
 
     @staticmethod
     def _function_env(env: dict[str, str], name: str) -> dict[str, str]:
-        """Serving settings the Functions Framework reads: more threads where calls wait on WAHA."""
+        """Serving settings the Functions Framework reads: a process per core; more threads where calls wait on WAHA."""
         out = dict(env)
-        out.setdefault("WORKERS", "2" if name == "webhook" else "1")
-        out.setdefault("THREADS", "8" if name == "webhook" else "48")
+        out.setdefault("WORKERS", "2")
+        out.setdefault("THREADS", "8" if name == "webhook" else "24")
         return out
 
     def _waha_sim(self, env: dict[str, str]) -> ManagedProcess:

@@ -44,12 +44,18 @@ class Sender:
         self.waha = waha
 
     def deliver(self, chat: ChatStore) -> Delivery:
-        if self.is_held(chat.sk):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hexists(chat.sk.status, "held_ms")
+        pipe.hget(chat.ck.state, "send_retry_at_ms")
+        pipe.lrange(chat.ck.outbox, 0, -1)
+        held, state_retry, outbox = pipe.execute()
+        if not outbox:
+            return Delivery.DONE
+        if held:
             return Delivery.HELD
-        state_retry = chat.redis.hget(chat.ck.state, "send_retry_at_ms")
         if state_retry and int(state_retry) > now_ms():
             return Delivery.RETRY_LATER
-        for raw in self.redis.lrange(chat.ck.outbox, 0, -1):
+        for raw in outbox:
             if not chat.heartbeat():
                 return Delivery.LOST_LEASE
             entry = json.loads(raw)
@@ -124,9 +130,6 @@ class Sender:
         log.error("WAHA refused a reply to %s for good: %s", mask_chat(chat.chat_id, chat.settings.mask_phones), error)
 
     # --- session hold (422) -------------------------------------------------------------------------
-
-    def is_held(self, sk: keys.SessionKeys) -> bool:
-        return self.redis.hexists(sk.status, "held_ms")
 
     def hold(self, sk: keys.SessionKeys, reason: str) -> None:
         if self.redis.hsetnx(sk.status, "held_ms", now_ms()):

@@ -19,21 +19,20 @@ DEFAULT_HANDLE_MS = 180_000  # assumed conversation length until real ones are m
 
 def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, max_active: int) -> list[str]:
     """Admit queue heads while slots are free; returns the chats admitted (each also gets a chat.admitted event)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(sk.active)
+    pipe.zrange(sk.queue, 0, max_active - 1)
+    active, heads = pipe.execute()
     admitted: list[str] = []
-    for _ in range(max_active + 16):  # bounded: a few "moved" races at most
-        head = client.zrange(sk.queue, 0, 0)
-        if not head:
-            break
-        chat = head[0]
+    for chat in heads[: max(0, max_active - active)]:  # one attempt per free slot; a lost race just stops early
         ck = sk.chat(chat)
         result = scripts.admit_next(
             keys=[sk.active, sk.queue, sk.notify_due, ck.notify, ck.state, sk.ready],
             args=[chat, max_active, now_ms(), keys.EVENTS_CHANNEL, sk.session],
         )
-        if result == "full":
+        if result != "admitted":
             break
-        if result == "admitted":
-            admitted.append(chat)
+        admitted.append(chat)
     return admitted
 
 
