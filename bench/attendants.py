@@ -1,7 +1,8 @@
 """(e) Attendant scaling: replies/s with N busy slots when WAHA takes 50 ms to answer every call.
 
-``make local``'s system (the worker with its default THREADS=48) sends to the recording WAHA stand-in,
-which now answers each call after ``waha_delay_ms``. N chats each send their next message as soon
+``make local``'s system (worker and notifier with their defaults there, WORKERS=2 THREADS=24) sends
+to the recording WAHA stand-in, which now answers each call after ``waha_delay_ms``. N chats each
+send their next message as soon
 as WAHA answered the ``sendText`` of the previous reply (a closed loop), so N slots are busy all the
 time. The system runs with more slots than N (no one queues), which is the same as N slots here.
 Efficiency = replies/s at N ÷ (N x replies/s at 1).
@@ -88,7 +89,7 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
 
 def conditions(plan: Plan) -> str:
     return (
-        f"make local's processes (worker THREADS=48); WAHA stand-in answers every call after "
+        f"make local's processes (worker WORKERS=2 THREADS=24); WAHA stand-in answers every call after "
         f"{plan.waha_delay_ms} ms; N chats in a closed loop, {plan.scaling_duration_s:g} s measured after "
         f"{plan.scaling_warmup_s:g} s, N = {', '.join(map(str, plan.slots))}"
     )
