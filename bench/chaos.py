@@ -55,6 +55,7 @@ class ChaosConfig:
 class ChaosReport:
     inbound_sent: int = 0
     inbound_accepted: int = 0
+    inbound_duplicate_acks: int = 0
     inbound_lost: int = 0
     inbound_unhandled: int = 0
     replies_expected: int = 0
@@ -71,6 +72,7 @@ class ChaosReport:
         rows = [
             ("inbound sent", self.inbound_sent),
             ("inbound accepted", self.inbound_accepted),
+            ("  + 'duplicate' on a retry", self.inbound_duplicate_acks),
             ("inbound lost", self.inbound_lost),
             ("inbound left unhandled", self.inbound_unhandled),
             ("replies expected", self.replies_expected),
@@ -104,6 +106,7 @@ class Driver:
         self.config = config
         self.sent: dict[str, list[str]] = {}  # chat -> payload ids in send order
         self.accepted = 0
+        self.duplicates = 0  # a retry answered "duplicate": the first try was stored, its answer lost
         self.retries = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -117,8 +120,10 @@ class Driver:
             try:
                 res = session.post(self.url, data=raw, headers=headers, timeout=10)
                 if res.status_code == 200:
+                    status = res.json().get("status")
                     with self._lock:
-                        self.accepted += res.json().get("status") == "accepted"
+                        self.accepted += status == "accepted"
+                        self.duplicates += status == "duplicate"
                     return
             except requests.RequestException:
                 session = self._local.session = requests.Session()
@@ -261,6 +266,7 @@ def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, drive
         sent_by_chat.setdefault(call.json["chatId"], []).append(call.json["text"])
     report.inbound_sent = sum(len(ids) for ids in driver.sent.values())
     report.inbound_accepted = driver.accepted
+    report.inbound_duplicate_acks = driver.duplicates
     report.webhook_retries = driver.retries
     for chat, ids in driver.sent.items():
         ck = keys.SessionKeys(SESSION).chat(chat)
