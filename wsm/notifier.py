@@ -10,40 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-
-import redis
 
 from wsm import keys
 from wsm.chat_store import ChatStore, now_ms
-from wsm.conversation import Engine, Turn
+from wsm.conversation import Turn
 from wsm.events import MESSAGE_RECEIVED, WakeUp
-from wsm.flow import load_flow
-from wsm.outbox import Sender
+from wsm.handler import Handler
 from wsm.queue import average_handle_ms, estimated_wait_min, position
-from wsm.redis_conn import get_redis, redis_errors
-from wsm.scripts import Scripts
-from wsm.settings import Settings, get_settings
-from wsm.waha_client import WahaClient
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 BUSY_RETRY_MS = 1000  # a chat held by the worker is looked at again this soon
 
 
-class Notifier:
-    def __init__(self, client: redis.Redis, settings: Settings, waha: WahaClient, engine: Engine) -> None:
-        self.redis = client
-        self.settings = settings
-        self.scripts = Scripts(client)
-        self.sender = Sender(client, waha)
-        self.engine = engine
-
+class Notifier(Handler):
     def on_event(self, event: WakeUp) -> int:
-        sessions = [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
-        return sum(self.run(keys.SessionKeys(s)) for s in sessions)
+        return sum(self.run(keys.SessionKeys(s)) for s in self.sessions(event))
 
     def run(self, sk: keys.SessionKeys) -> int:
         """Look at the chats due now (at most one batch); returns how many were told something."""
@@ -95,15 +78,6 @@ class Notifier:
         return store.commit(Turn([text]), notify=fields, notify_due_ms=due, kind="position")
 
 
-@cache
-def _notifier(pid_settings: tuple[int, int]) -> Notifier:
-    settings = get_settings()
-    waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
-    return Notifier(get_redis(settings.redis_url), settings, waha, Engine(load_flow(settings.flow_file)))
-
-
 def handle_event(ce_type: str, data: object) -> None:
-    """Functions Framework entry: raise on Redis trouble so the router retries the event."""
-    event = WakeUp.from_cloudevent(ce_type, data)
-    with redis_errors():
-        _notifier((os.getpid(), id(get_settings()))).on_event(event)
+    """Functions Framework entry (functions/notifier/main.py)."""
+    Notifier.handle_cloudevent(ce_type, data)

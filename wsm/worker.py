@@ -7,41 +7,26 @@ pending, so running it twice does no harm.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-
-import redis
 
 from wsm import keys
 from wsm.chat_store import ChatStore, now_ms
-from wsm.conversation import Engine, Turn
+from wsm.conversation import Turn
 from wsm.events import TICK, WakeUp
-from wsm.flow import load_flow, normalize
-from wsm.outbox import Delivery, Sender
+from wsm.flow import normalize
+from wsm.handler import Handler
+from wsm.outbox import Delivery
 from wsm.privacy import mask_chat
 from wsm.queue import admit_waiting
-from wsm.redis_conn import get_redis, redis_errors
-from wsm.scripts import Scripts
-from wsm.settings import Settings, get_settings
-from wsm.waha_client import WahaClient
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 256
 MAX_PASSES = 8  # re-looks at one chat per invocation when messages keep arriving
 
 
-class Worker:
-    def __init__(self, client: redis.Redis, settings: Settings, waha: WahaClient, engine: Engine) -> None:
-        self.redis = client
-        self.settings = settings
-        self.scripts = Scripts(client)
-        self.sender = Sender(client, waha)
-        self.engine = engine
-
+class Worker(Handler):
     def on_event(self, event: WakeUp) -> None:
-        sessions = [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
-        for session in sessions:
+        for session in self.sessions(event):
             sk = keys.SessionKeys(session)
             if event.type == TICK:
                 self.sweep(sk)
@@ -132,15 +117,6 @@ class Worker:
         return len(inbox), False
 
 
-@cache
-def _worker(pid_settings: tuple[int, int]) -> Worker:
-    settings = get_settings()
-    waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
-    return Worker(get_redis(settings.redis_url), settings, waha, Engine(load_flow(settings.flow_file)))
-
-
 def handle_event(ce_type: str, data: object) -> None:
-    """Functions Framework entry: raise on Redis trouble so the router retries the event."""
-    event = WakeUp.from_cloudevent(ce_type, data)
-    with redis_errors():
-        _worker((os.getpid(), id(get_settings()))).on_event(event)
+    """Functions Framework entry (functions/worker/main.py)."""
+    Worker.handle_cloudevent(ce_type, data)
