@@ -23,7 +23,7 @@ from wsm.signature import verify_hmac, verify_timestamp
 from wsm.waha_event import Message, parse_body, parse_event
 
 log = logging.getLogger(__name__)
-Response = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
+Response = flask.Response | tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
 
 _ingestors: dict[int, Ingestor] = {}
 
