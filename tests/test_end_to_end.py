@@ -168,7 +168,9 @@ def test_worker_killed_mid_conversation_loses_nothing_and_keeps_order(system: Sy
     assert "Confirmando: consulta para Maria Souza em 20/12" in replies[-1]
     inbound = [m["text"] for m in system.history(A) if m["direction"] == "in"]
     assert inbound == ["oi", "1", "Maria Souza", "20/12"]
-    assert len(replies) == len(set(replies)), replies
+    # A kill between WAHA's answer and the outbox pop may resend that one reply (the design's only
+    # duplicate window); anything more would be a bug.
+    assert len(replies) - len(set(replies)) <= 1, replies
 
 
 def test_throttling_holds_end_to_end(tmp_path) -> None:

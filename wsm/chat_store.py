@@ -47,19 +47,34 @@ class ChatStore:
         self.session = session
         self.chat_id = chat_id
         self.token = ""
+        self._renewed_at = float("-inf")
 
     # --- lease -------------------------------------------------------------------------------------
 
-    def acquire(self) -> bool:
-        token = str(self.redis.incr(self.sk.fence))
-        if self.redis.set(self.ck.lease, token, nx=True, px=self.settings.lease_ms):
-            self.token = token
-            return True
-        return False
+    def acquire(self) -> Snapshot | None:
+        """Take the lease and read state and inbox in one step; None when another handler holds the chat."""
+        found = self.scripts.acquire_lease(
+            keys=[self.sk.fence, self.ck.lease, self.ck.state, self.ck.inbox], args=[self.settings.lease_ms]
+        )
+        if not found:
+            return None
+        self.token, flat_state, inbox = found
+        self._renewed_at = time.monotonic()
+        state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
+        return Snapshot(state, [json.loads(raw) for raw in inbox])
 
     def heartbeat(self) -> bool:
-        """Extend the lease; False means another handler owns the chat now and we must stop."""
-        return bool(self.scripts.heartbeat_lease(keys=[self.ck.lease], args=[self.token, self.settings.lease_ms]))
+        """Extend the lease; False means another handler owns the chat now and we must stop.
+
+        Skipped while less than a third of the lease has passed since it was last confirmed: it
+        cannot have expired yet, so the round trip would tell nothing.
+        """
+        if time.monotonic() - self._renewed_at < self.settings.lease_ms / 3000:
+            return True
+        held = bool(self.scripts.heartbeat_lease(keys=[self.ck.lease], args=[self.token, self.settings.lease_ms]))
+        if held:
+            self._renewed_at = time.monotonic()
+        return held
 
     def release(self, examined: int = 0) -> bool:
         """Give the chat back; True when it has work left (new messages or unsent replies)."""
@@ -71,13 +86,6 @@ class ChatStore:
         return bool(more)
 
     # --- reading and committing ---------------------------------------------------------------------
-
-    def read(self) -> Snapshot:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.ck.state)
-        pipe.lrange(self.ck.inbox, 0, -1)
-        state, inbox = pipe.execute()
-        return Snapshot(state, [json.loads(raw) for raw in inbox])
 
     def commit(
         self,

@@ -21,6 +21,7 @@ NAMES = (
     "release_lease",
     "outbox_sent",
     "heartbeat_lease",
+    "acquire_lease",
 )
 
 
@@ -44,3 +45,4 @@ class Scripts:
     release_lease: Script
     outbox_sent: Script
     heartbeat_lease: Script
+    acquire_lease: Script

@@ -80,11 +80,11 @@ class Worker(Handler):
         """Handle a chat's pending messages and replies while holding its lease."""
         for _ in range(MAX_PASSES):
             store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
-            if not store.acquire():
+            snap = store.acquire()
+            if snap is None:
                 return  # its holder looks again before letting go
             examined, ended = 0, False
             try:
-                snap = store.read()
                 if snap.inbox and snap.status == "active":
                     ended = self._converse(store, snap.state, snap.inbox)
                 elif snap.inbox and snap.status == "waiting":
