@@ -59,8 +59,10 @@ class Platform:
                 self.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", admitted))
 
     def tick(self) -> None:
+        """The router's tick, followed by the wake-ups the tick's own changes publish (e.g. chat.admitted)."""
         self.worker.on_event(WakeUp(TICK))
         self.notifier.on_event(WakeUp(TICK))
+        self.dispatch()
 
     def texts(self, chat: str) -> list[str]:
         return [c.json["text"] for c in self.sim.sent_texts(chat)]
@@ -303,12 +305,15 @@ def test_chat_admitted_while_its_waiting_inbox_is_being_examined_is_still_served
     assert platform.texts(B)[-1].startswith("É a sua vez!")
 
 
-def test_tick_serves_an_active_chat_with_pending_messages_even_without_a_ready_mark(platform: Platform) -> None:
+def test_tick_serves_an_active_chat_with_stranded_messages_even_without_a_ready_mark(platform: Platform) -> None:
     platform.say(A, "oi")
     body = wp.message_event(A, "1")
     platform.ingestor.ingest(parse_event(body))
     platform.r.srem(SK.ready, A)  # as if the signal and the mark were both lost
-    platform.tick()
+    inbox = SK.chat(A).inbox
+    stale = dict(json.loads(platform.r.lindex(inbox, 0)), received_ms=int(time.time() * 1000) - 10_000)
+    platform.r.lset(inbox, 0, json.dumps(stale))  # ... long enough ago that no wake-up is coming
+    platform.worker.on_event(WakeUp(TICK))
     assert "nome completo" in platform.texts(A)[-1]
 
 
@@ -339,3 +344,12 @@ def test_handoff_step_hands_the_chat_to_a_human(platform: Platform) -> None:
     assert state["status"] == "handoff" and int(state["handoff_until_ms"]) > time.time() * 1000
     platform.say(A, "alô?")
     assert len(platform.texts(A)) == 2
+
+
+def test_tick_leaves_fresh_work_to_the_wake_ups_on_their_way(platform: Platform) -> None:
+    platform.say(A, "oi")
+    platform.ingestor.ingest(parse_event(wp.message_event(A, "1")))  # stored, its wake-up not delivered yet
+    platform.worker.on_event(WakeUp(TICK))
+    assert len(platform.texts(A)) == 1
+    platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))
+    assert "nome completo" in platform.texts(A)[-1]

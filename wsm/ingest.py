@@ -68,7 +68,8 @@ class Ingestor:
         sk = keys.SessionKeys(msg.session)
         ck = sk.chat(msg.chat_id)
         s = self.settings
-        record = json.dumps(msg.record, separators=(",", ":"), ensure_ascii=False)
+        now = _now_ms()
+        record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
         result = self.group.call(
             self.scripts.ingest_message,
             [
@@ -76,7 +77,7 @@ class Ingestor:
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
-                msg.message_id, record, msg.direction, _now_ms(), s.dedupe_ttl_s, s.history_max,
+                msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000,
             ],

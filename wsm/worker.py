@@ -6,6 +6,7 @@ pending, so running it twice does no harm.
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,7 @@ from wsm.queue import admit_waiting
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 256
 MAX_PASSES = 8  # re-looks at one chat per invocation when messages keep arriving
+STRANDED_AFTER_MS = 2000  # pending longer than this: no wake-up is coming, the tick serves it
 
 
 class Worker(Handler):
@@ -42,23 +44,39 @@ class Worker(Handler):
         return admitted
 
     def sweep(self, sk: keys.SessionKeys) -> None:
-        """Periodic: lift a stale send hold, close idle chats, admit, and serve every chat with pending work."""
+        """Periodic: lift a stale send hold, close idle chats, admit, and serve chats whose work was stranded."""
         self.sender.probe_hold(sk)
         self.close_idle(sk)
         self.admit(sk)
-        ready = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
-        ready.update(self._active_with_inbox(sk))
-        if ready:
-            with ThreadPoolExecutor(max_workers=min(16, len(ready))) as pool:
-                list(pool.map(lambda chat: self.serve(sk, chat), ready))
+        stranded = self._stranded(sk)
+        if stranded:
+            with ThreadPoolExecutor(max_workers=min(16, len(stranded))) as pool:
+                list(pool.map(lambda chat: self.serve(sk, chat), stranded))
 
-    def _active_with_inbox(self, sk: keys.SessionKeys) -> list[str]:
-        """Safety net: an active chat with unhandled messages is served even if no signal or ready mark says so."""
-        active = self.redis.zrange(sk.active, 0, -1)
+    def _stranded(self, sk: keys.SessionKeys) -> list[str]:
+        """Chats whose oldest pending message or reply waited longer than a wake-up takes to be handled.
+
+        Candidates are the ``ready`` set plus, as a safety net, active chats with unhandled messages.
+        Fresh work is left to the events already on their way, so a tick never competes with them.
+        """
+        candidates = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
+        candidates.update(self.redis.zrange(sk.active, 0, -1))
+        chats = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)
-        for chat in active:
-            pipe.llen(sk.chat(chat).inbox)
-        return [chat for chat, pending in zip(active, pipe.execute(), strict=True) if pending]
+        for chat in chats:
+            ck = sk.chat(chat)
+            pipe.lindex(ck.inbox, 0)
+            pipe.lindex(ck.outbox, 0)
+        heads = pipe.execute()
+        cutoff = now_ms() - STRANDED_AFTER_MS
+        stranded = []
+        for i, chat in enumerate(chats):
+            inbox_head, outbox_head = heads[2 * i], heads[2 * i + 1]
+            since = [json.loads(inbox_head).get("received_ms", 0)] if inbox_head else []
+            since += [json.loads(outbox_head).get("created_ms", 0)] if outbox_head else []
+            if since and min(since) <= cutoff:
+                stranded.append(chat)
+        return stranded
 
     def close_idle(self, sk: keys.SessionKeys) -> None:
         deadline = now_ms() - self.settings.idle_timeout_s * 1000
