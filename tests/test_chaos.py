@@ -19,6 +19,9 @@ def test_short_chaos_run_loses_nothing_and_keeps_order(tmp_path) -> None:
     assert report.replies_lost == 0
     assert report.order_violations == 0
     assert report.replies_expected > 0
-    # A reply can be doubled only by a sender killed between WAHA's answer and recording it.
-    assert report.duplicate_replies <= report.kills["worker"] + report.kills["notifier"]
+    # A reply can be doubled only when a send is cut between WAHA taking it and us recording it: a
+    # sending process killed (each has at most one send in flight per slot) or WAHA cutting its
+    # connections mid-request. Any duplicate beyond that would be a bug.
+    cuts = report.kills["worker"] + report.kills["notifier"] + 1
+    assert report.duplicate_replies <= cuts * config.slots
     assert report.redis_restarts == 1 and sum(report.kills.values()) == 4
