@@ -29,7 +29,7 @@ from infra.processes import wait_for_port
 from infra.redis_server import free_port
 from infra.router import to_cloudevent
 from infra.waha_sim import WahaSimulator
-from wsm.events import TICK, WakeUp
+from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
 from wsm.history import read_history
 from wsm.ingest import Ingestor
 from wsm.settings import Settings
@@ -189,9 +189,9 @@ def serve(env: BundleEnv, redis_url: str, waha_url: str) -> Iterator[str]:
             proc.wait()
 
 
-def post_tick(url: str) -> requests.Response:
-    """A binary-mode ``wsm.tick`` CloudEvent, data ``{"session": null, "chat": null}``, as the router posts it."""
-    headers, body = to_binary(to_cloudevent(WakeUp(TICK)))
+def post_event(url: str, wake: WakeUp) -> requests.Response:
+    """A binary-mode CloudEvent of ``wake`` (data ``{"session": ..., "chat": ...}``), as the router posts it."""
+    headers, body = to_binary(to_cloudevent(wake))
     return requests.post(url, data=body, headers=headers, timeout=30)
 
 
@@ -235,12 +235,12 @@ def test_webhook_bundle_stores_a_waha_message(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_worker_bundle_answers_a_tick_and_replies_through_waha(
+def test_worker_bundle_answers_a_message_event_and_replies_through_waha(
     envs: dict[str, BundleEnv], redis_url: str, r: redis.Redis, sim: WahaSimulator
 ) -> None:
     Ingestor(r, Settings.from_env()).ingest(parse_event(wp.message_event(A, "oi")))
     with serve(envs["worker"], redis_url, sim.url) as url:
-        answer = post_tick(url)
+        answer = post_event(url, WakeUp(MESSAGE_RECEIVED, "default", A))
     assert 200 <= answer.status_code < 300, answer.text
     assert sim.wait_for(lambda: sim.sent_texts(A), 5), "the worker bundle did not answer the pending message"
     assert "Como posso ajudar?" in sim.sent_texts(A)[0].json["text"]  # the flow file shipped in the bundle
@@ -257,7 +257,7 @@ def test_notifier_bundle_answers_a_tick_and_tells_the_queue(
     for chat in (A, B):  # A takes the only slot, B waits
         ingestor.ingest(parse_event(wp.message_event(chat, "oi")))
     with serve(envs["notifier"], redis_url, sim.url) as url:
-        answer = post_tick(url)
+        answer = post_event(url, WakeUp(TICK))
     assert 200 <= answer.status_code < 300, answer.text
     assert sim.wait_for(lambda: sim.sent_texts(B), 5), "the notifier bundle told nobody"
     assert sim.sent_texts(B)[0].json["text"].startswith("Você é o 1º da fila")

@@ -27,7 +27,7 @@ from infra.redis_server import free_port
 from infra.router import to_cloudevent
 from infra.triggers import WORKER, DeliveryFailed, LambdaTarget
 from infra.waha_sim import WahaSimulator
-from wsm.events import TICK, WakeUp
+from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
 from wsm.history import read_history
 
 SECRETS = {"WAHA_API_KEY": "waha-key-1234", "WEBHOOK_HMAC_KEY": "hmac-key-5678"}
@@ -290,6 +290,7 @@ def test_lambda_zips_answer_lambda_events_from_their_own_contents(
     assert [m["id"] for m in read_history(r, "default", A)] == [body["payload"]["id"]]
     assert list((tmp_path / "webhook" / "wsm" / "__pycache__").glob("webhook.*.pyc"))  # the zip's own wsm ran
 
-    answer = invoke_like_lambda(tmp_path / "worker", to_dict(to_cloudevent(WakeUp(TICK))), env)
+    wake = WakeUp(MESSAGE_RECEIVED, "default", A)  # what the router sends for that message
+    answer = invoke_like_lambda(tmp_path / "worker", to_dict(to_cloudevent(wake)), env)
     assert answer["status"] == "ok"
     assert "Como posso ajudar?" in sim.sent_texts(A)[0].json["text"]  # the worker zip answered through WAHA

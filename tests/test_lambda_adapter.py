@@ -28,7 +28,7 @@ from infra.waha_sim import WahaSimulator
 from tests.conftest import snapshot
 from wsm import keys
 from wsm.errors import RedisUnavailable
-from wsm.events import TICK, WakeUp
+from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
 from wsm.history import read_history
 from wsm.ingest import Ingestor
 from wsm.lambda_adapter import BadLambdaEvent, cloudevent_handler, http_handler
@@ -188,9 +188,10 @@ def test_an_event_that_is_not_http_is_refused_clearly(env: Settings) -> None:
 # --- worker and notifier: direct invokes with a CloudEvent ---------------------------------------------
 
 
-def test_direct_invoke_of_a_tick_runs_the_worker(env: Settings, r: redis.Redis, sim: WahaSimulator) -> None:
+def test_direct_invoke_of_a_message_event_runs_the_worker(env: Settings, r: redis.Redis, sim: WahaSimulator) -> None:
     Ingestor(r, env).ingest(parse_event(wp.message_event(A, "oi")))
-    answer = cloudevent_handler(load_function("worker"))(tick_event(), None)
+    wake = to_dict(to_cloudevent(WakeUp(MESSAGE_RECEIVED, "default", A)))  # what the router sends for it
+    answer = cloudevent_handler(load_function("worker"))(wake, None)
     assert answer["status"] == "ok"
     assert sim.wait_for(lambda: sim.sent_texts(A), 5), "the worker did not answer the pending message"
     assert r.llen(keys.SessionKeys("default").chat(A).inbox) == 0
