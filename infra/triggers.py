@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
+import urllib3
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
@@ -68,19 +68,19 @@ class Target(Protocol):
 
 
 class HttpTarget:
-    """POSTs the event in CloudEvents binary mode, over one keep-alive ``requests.Session`` per thread.
+    """POSTs the event in CloudEvents binary mode over a thread-safe urllib3 pool of keep-alive connections.
 
-    Per-thread sessions keep connection reuse without sharing a ``Session``
-    (not documented as thread-safe) across the router's pool.
+    urllib3 directly rather than requests: one delivery per message, and requests' per-call work
+    showed in profiles of the whole path (router CPU per message).
     """
 
-    def __init__(self, name: str, url: str, timeout_s: float) -> None:
+    def __init__(self, name: str, url: str, timeout_s: float, pool_size: int = 64) -> None:
         self.name = name
         self.url = url
         self.timeout_s = timeout_s
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._sessions: list[requests.Session] = []
+        self._http = urllib3.PoolManager(
+            num_pools=2, maxsize=pool_size, block=False, retries=False, timeout=urllib3.Timeout(total=timeout_s)
+        )
 
     @property
     def endpoint(self) -> str:
@@ -89,30 +89,16 @@ class HttpTarget:
     def deliver(self, event: CloudEvent) -> None:
         headers, body = to_binary(event)
         try:
-            response = self._session().post(self.url, data=body, headers=headers, timeout=self.timeout_s)
-        except requests.Timeout as e:
+            response = self._http.request("POST", self.url, body=body, headers=headers)
+        except urllib3.exceptions.TimeoutError as e:
             raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
-        except requests.RequestException as e:  # the message may hold the URL: keep the type only
+        except urllib3.exceptions.HTTPError as e:  # the message may hold the URL: keep the type only
             raise DeliveryFailed(type(e).__name__) from e
-        if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"HTTP {response.status_code}")
+        if not 200 <= response.status < 300:
+            raise DeliveryFailed(f"HTTP {response.status}")
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._local = threading.local()
-        for session in sessions:
-            session.close()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # internal calls: no proxy or .netrc lookups per request
-            with self._lock:
-                self._sessions.append(session)
-                self._local.session = session
-        return session
+        self._http.clear()
 
 
 class LambdaTarget:
