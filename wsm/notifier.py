@@ -42,14 +42,16 @@ class Notifier(Handler):
 
     def consider(self, sk: keys.SessionKeys, chat_id: str, avg_handle_ms: float) -> bool:
         store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
-        if not store.acquire():
+        snap = store.acquire()
+        if snap is None:
             self.redis.zadd(sk.notify_due, {chat_id: now_ms() + BUSY_RETRY_MS}, xx=True)
             return False
         try:
             told = self._tell_if_due(store, avg_handle_ms)
             self.sender.deliver(store)
         finally:
-            examined = int(self.redis.hget(store.ck.state, "inbox_seen") or 0)  # what the worker has looked at
+            # What the worker has looked at; only a lease holder changes it, and we hold the lease.
+            examined = int(snap.state.get("inbox_seen") or 0)
             if store.release(examined):  # messages it has not seen: wake the worker for this chat
                 wake = WakeUp(MESSAGE_RECEIVED, sk.session, chat_id)
                 self.redis.publish(keys.EVENTS_CHANNEL, wake.to_json())

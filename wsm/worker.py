@@ -82,11 +82,12 @@ class Worker(Handler):
         deadline = now_ms() - self.settings.idle_timeout_s * 1000
         for chat in self.redis.zrangebyscore(sk.active, "-inf", deadline, start=0, num=100):
             store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat)
-            if not store.acquire():
+            snap = store.acquire()
+            if snap is None:
                 continue
             try:
                 score = self.redis.zscore(sk.active, chat)
-                if score is not None and score <= deadline and not self.redis.llen(store.ck.inbox):
+                if score is not None and score <= deadline and not snap.inbox:
                     store.commit(self.engine.idle_close())
                     log.info("closed idle chat %s", mask_chat(chat, self.settings.mask_phones))
                     self.sender.deliver(store)
