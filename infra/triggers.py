@@ -217,15 +217,6 @@ def target_url(name: str) -> str:
     return os.environ.get(env, "").strip() or default
 
 
-def http_triggers(
-    urls: Mapping[str, str],
-    timeout_s: float,
-    subscriptions: Mapping[str, Iterable[str]] = SUBSCRIPTIONS,
-) -> Triggers:
-    """The trigger table with an :class:`HttpTarget` per ``name -> url``."""
-    return Triggers(subscriptions, [HttpTarget(name, url, timeout_s) for name, url in urls.items()])
-
-
 def make_target(name: str, url: str, timeout_s: float) -> Target:
     """``lambda:<function name>`` is a :class:`LambdaTarget`, anything else an :class:`HttpTarget`."""
     if url.startswith(LAMBDA_SCHEME):

@@ -17,7 +17,7 @@ from cloudevents.http import from_http
 
 from infra.redis_server import RedisServer
 from infra.router import Router
-from infra.triggers import NOTIFIER, WORKER, http_triggers
+from infra.triggers import NOTIFIER, WORKER, url_triggers
 from wsm import events, keys
 from wsm.events import WakeUp
 from wsm.settings import Settings
@@ -151,7 +151,7 @@ def make_router(redis_url: str, worker: FunctionServer, notifier: FunctionServer
             "router_concurrency": 8,
         }
         settings = dataclasses.replace(Settings.from_env(), **{**defaults, **changes})  # type: ignore[arg-type]
-        triggers = http_triggers({WORKER: worker.url, NOTIFIER: notifier.url}, settings.router_timeout_s)
+        triggers = url_triggers({WORKER: worker.url, NOTIFIER: notifier.url}, settings.router_timeout_s)
         router = Router(settings, triggers, backoff_base_s=0.01, backoff_cap_s=0.05).start()
         routers.append(router)
         assert router.wait_subscribed(5)
