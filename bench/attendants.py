@@ -20,7 +20,7 @@ from bench.plan import Plan
 from bench.recorder import RecorderClient
 from bench.report import Row, num
 from bench.stack import HMAC_KEY, cpu_delta, system_cpu
-from infra.local import LocalSystem
+from infra.platform.local import LocalSystem
 
 SESSION = "default"
 TARGET_EFFICIENCY = 0.8

@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from infra import waha_payloads as wp
-from wsm.ingest import Ingestor
-from wsm.redis_conn import get_redis
-from wsm.waha_event import parse_event
+from infra.waha_sim import payloads as wp
+from wsm.ingest.ingestor import Ingestor
+from wsm.store.connection import get_redis
+from wsm.waha.event import parse_event
 
 BODY_BYTES = 900
 

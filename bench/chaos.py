@@ -27,12 +27,12 @@ import click
 import redis
 import requests
 
-from infra import waha_payloads as wp
-from infra.local import LocalConfig, LocalSystem
-from infra.redis_server import free_port
-from infra.waha_sim import WahaSimulator
-from wsm import keys
-from wsm.history import read_history
+from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.redis_server import free_port
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.conversation.history import read_history
+from wsm.store import keys
 
 SESSION = "default"
 KILLABLE = ("worker", "notifier", "webhook", "router")

@@ -21,7 +21,7 @@ from bench.loadgen import WrkResult, run_wrk
 from bench.plan import Plan
 from bench.report import Row, median, num
 from bench.stack import HMAC_KEY, bare_process, client_for, private_redis, running, url_of, webhook_process
-from wsm import keys
+from wsm.store import keys
 
 SESSION = "bench"
 MESSAGES_PER_CHAT = 10

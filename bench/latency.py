@@ -21,7 +21,7 @@ from bench.plan import Plan
 from bench.recorder import RecorderClient
 from bench.report import Row, num, percentile
 from bench.stack import HMAC_KEY, cpu_delta, system_cpu
-from infra.local import LocalSystem
+from infra.platform.local import LocalSystem
 
 SESSION = "default"
 TARGET_P99_MS = 20.0

@@ -23,14 +23,14 @@ from bench.plan import Plan
 from bench.recorder import RecorderClient
 from bench.report import Row, num
 from bench.stack import bench_settings, client_for, private_redis
-from wsm import keys
-from wsm.conversation import Engine
-from wsm.flow import load_flow
-from wsm.ingest import Ingestor
-from wsm.redis_conn import get_redis
-from wsm.waha_client import WahaClient
-from wsm.waha_event import parse_event
-from wsm.worker import Worker
+from wsm.attendance.worker import Worker
+from wsm.conversation.engine import Engine
+from wsm.conversation.flow import load_flow
+from wsm.ingest.ingestor import Ingestor
+from wsm.store import keys
+from wsm.store.connection import get_redis
+from wsm.waha.client import WahaClient
+from wsm.waha.event import parse_event
 
 WAITING, IDLE = "mem-waiting", "mem-idle"
 CONVERSATION = ("oi", "1", "Maria Souza", "15/12", "2", "Maria S. Souza", "16/12", "menu", "9", "sair")

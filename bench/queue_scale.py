@@ -6,7 +6,7 @@ One redis-server (AOF ``appendfsync always``) holds a session whose queue is fil
 sessions whose queue is empty, on the same server at the same time:
 
 - ingest: wrk -c32 against the webhook (WSM_MAX_ACTIVE=1), new chats, alternating empty / full;
-- admission: ``wsm.queue.admit_waiting`` timed after freeing the one slot; before each sample a
+- admission: ``wsm.attendance.queue.admit_waiting`` timed after freeing the one slot; before each sample a
   new chat joins the tail, so the full queue stays full and the "empty" one holds just that chat;
 - notifier: Redis commands (INFO commandstats deltas, commands run inside scripts included) and
   time of one ``Notifier.run`` after one admission — first with every waiting chat told recently
@@ -28,17 +28,17 @@ from bench.plan import Plan
 from bench.recorder import RecorderClient
 from bench.report import Row, median, num, percentile
 from bench.stack import HMAC_KEY, bench_settings, client_for, private_redis, running, url_of, webhook_process
-from wsm import keys
-from wsm.chat_store import now_ms
-from wsm.conversation import Engine
-from wsm.flow import load_flow
-from wsm.ingest import Ingestor
-from wsm.notifier import Notifier
-from wsm.queue import admit_waiting
-from wsm.redis_conn import get_redis
-from wsm.scripts import Scripts
-from wsm.waha_client import WahaClient
-from wsm.waha_event import parse_event
+from wsm.attendance.notifier import Notifier
+from wsm.attendance.queue import admit_waiting
+from wsm.conversation.engine import Engine
+from wsm.conversation.flow import load_flow
+from wsm.core.clock import now_ms
+from wsm.ingest.ingestor import Ingestor
+from wsm.store import keys
+from wsm.store.connection import get_redis
+from wsm.store.scripts import Scripts
+from wsm.waha.client import WahaClient
+from wsm.waha.event import parse_event
 
 FULL, SMALL, EMPTY, WARM = "q-full", "q-small", "q-empty", "q-warm"
 CONCURRENCY = 32

@@ -32,8 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import requests
 
-from infra.processes import ManagedProcess
-from infra.redis_server import free_port
+from infra.platform.processes import ManagedProcess
+from infra.platform.redis_server import free_port
 
 
 class Recording:

@@ -33,7 +33,7 @@ from bench.plan import Plan
 from bench.recorder import RecorderClient, recorder
 from bench.report import Row, format_table
 from bench.stack import LOGS, local_system, log_path
-from infra.redis_server import find_redis_server
+from infra.platform.redis_server import find_redis_server
 
 PARTS = {
     "a": "ingest: webhook vs bare function",

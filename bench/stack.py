@@ -17,10 +17,10 @@ from unittest import mock
 
 import redis
 
-from infra.local import LocalConfig, LocalSystem
-from infra.processes import BIN, REPO, ManagedProcess, function_process
-from infra.redis_server import RedisServer, free_port
-from wsm.settings import Settings
+from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.processes import BIN, REPO, ManagedProcess, function_process
+from infra.platform.redis_server import RedisServer, free_port
+from wsm.core.settings import Settings
 
 HMAC_KEY = "bench-hmac-key"
 SERVE_ENV = {"WORKERS": "2", "THREADS": "8"}  # the same for the webhook and the bare function

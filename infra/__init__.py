@@ -1,1 +1,1 @@
-"""The platform, emulated on one machine: event router, WAHA simulator, embedded Redis, ``make local``."""
+"""Everything outside the shipped package: the platform emulated, the WAHA simulator, deploy tooling."""

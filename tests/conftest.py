@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from infra.redis_server import RedisServer
-from wsm.settings import get_settings
+from infra.platform.redis_server import RedisServer
+from wsm.core.settings import get_settings
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,22 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from infra import waha_payloads as wp
-from infra.waha_sim import WahaSimulator
-from wsm import keys
-from wsm.chat_store import ChatStore
-from wsm.conversation import Engine, Turn
-from wsm.events import MESSAGE_RECEIVED, QUEUE_CHANGED, TICK, WakeUp
-from wsm.flow import load_flow
-from wsm.history import read_history
-from wsm.ingest import Ingestor
-from wsm.notifier import Notifier
-from wsm.scripts import Scripts
-from wsm.settings import Settings
-from wsm.waha_client import WahaClient
-from wsm.waha_event import parse_event
-from wsm.worker import Worker
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.attendance.notifier import Notifier
+from wsm.attendance.worker import Worker
+from wsm.conversation.engine import Engine
+from wsm.conversation.flow import load_flow
+from wsm.conversation.history import read_history
+from wsm.core.settings import Settings
+from wsm.ingest.ingestor import Ingestor
+from wsm.store import keys
+from wsm.store.chat_store import ChatStore
+from wsm.store.events import MESSAGE_RECEIVED, QUEUE_CHANGED, TICK, WakeUp
+from wsm.store.scripts import Scripts
+from wsm.store.turn import Turn
+from wsm.waha.client import WahaClient
+from wsm.waha.event import parse_event
 
 A, B, C = "5511900000001@c.us", "5511900000002@c.us", "5511900000003@c.us"
 SK = keys.SessionKeys("default")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from infra.processes import REPO
+from infra.platform.processes import REPO
 
 
 @pytest.fixture(scope="module")

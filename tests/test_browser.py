@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from infra.local import LocalConfig, LocalSystem
-from infra.redis_server import free_port
+from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -23,17 +23,17 @@ import redis
 import requests
 from cloudevents.conversion import to_binary
 
-from infra import waha_payloads as wp
-from infra.bundle import FUNCTIONS, REPO, BundleError, build_bundle, check_requirements
-from infra.processes import wait_for_port
-from infra.redis_server import free_port
-from infra.router import to_cloudevent
-from infra.waha_sim import WahaSimulator
-from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
-from wsm.history import read_history
-from wsm.ingest import Ingestor
-from wsm.settings import Settings
-from wsm.waha_event import parse_event
+from infra.deploy.bundle import FUNCTIONS, REPO, BundleError, build_bundle, check_requirements
+from infra.platform.processes import wait_for_port
+from infra.platform.redis_server import free_port
+from infra.platform.router import to_cloudevent
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.conversation.history import read_history
+from wsm.core.settings import Settings
+from wsm.ingest.ingestor import Ingestor
+from wsm.store.events import MESSAGE_RECEIVED, TICK, WakeUp
+from wsm.waha.event import parse_event
 
 A, B = "5511966660001@c.us", "5511966660002@c.us"
 HMAC_KEY = "bundle-secret"
@@ -50,9 +50,10 @@ def test_bundle_holds_main_requirements_the_shared_package_and_its_data(tmp_path
     assert (bundle / "main.py").read_bytes() == (source / "main.py").read_bytes()
     assert (bundle / "requirements.txt").read_bytes() == (source / "requirements.txt").read_bytes()
     assert "handler = cloudevent_handler(worker)" in (bundle / "lambda_handler.py").read_text()
-    for data in ("lua/*.lua", "flows/*.yaml", "*.py"):
-        assert sorted(p.name for p in (bundle / "wsm").glob(data)) == sorted(p.name for p in (REPO / "wsm").glob(data))
-    assert (bundle / "wsm" / "lambda_adapter.py").is_file()
+    for data in ("store/lua/*.lua", "conversation/flows/*.yaml", "**/*.py"):
+        shipped = sorted(str(p.relative_to(bundle)) for p in (bundle / "wsm").glob(data))
+        assert shipped == sorted(str(p.relative_to(REPO)) for p in (REPO / "wsm").glob(data))
+    assert (bundle / "wsm" / "adapters" / "aws_lambda.py").is_file()
     assert not [p for p in bundle.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
 
 
@@ -66,7 +67,7 @@ def test_rebuilding_replaces_the_old_bundle(tmp_path: Path) -> None:
 
 def bundle_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.bundle", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "infra.deploy.bundle", *args], cwd=REPO, capture_output=True, text=True, timeout=60
     )
 
 
@@ -197,7 +198,9 @@ def post_event(url: str, wake: WakeUp) -> requests.Response:
 
 def assert_ran_from_its_bundle(env: BundleEnv, module: str) -> None:
     """The bundle's own copy of wsm was imported: Python wrote its bytecode there (the bundle ships none)."""
-    assert list((env.bundle / "wsm" / "__pycache__").glob(f"{module}.*.pyc")), f"{module} not loaded from the bundle"
+    area, _, name = module.rpartition(".")
+    cache = env.bundle / "wsm" / area.replace(".", "/") / "__pycache__"
+    assert list(cache.glob(f"{name}.*.pyc")), f"{module} not loaded from the bundle"
 
 
 @pytest.mark.slow
@@ -230,7 +233,7 @@ def test_webhook_bundle_stores_a_waha_message(
     assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
     assert forged.status_code == 401
     assert [m["id"] for m in read_history(r, "default", A)] == [body["payload"]["id"]]
-    assert_ran_from_its_bundle(envs["webhook"], "webhook")
+    assert_ran_from_its_bundle(envs["webhook"], "ingest.http")
 
 
 @pytest.mark.slow
@@ -244,7 +247,7 @@ def test_worker_bundle_answers_a_message_event_and_replies_through_waha(
     assert 200 <= answer.status_code < 300, answer.text
     assert sim.wait_for(lambda: sim.sent_texts(A), 5), "the worker bundle did not answer the pending message"
     assert "Como posso ajudar?" in sim.sent_texts(A)[0].json["text"]  # the flow file shipped in the bundle
-    assert_ran_from_its_bundle(envs["worker"], "worker")
+    assert_ran_from_its_bundle(envs["worker"], "attendance.worker")
 
 
 @pytest.mark.slow
@@ -261,4 +264,4 @@ def test_notifier_bundle_answers_a_tick_and_tells_the_queue(
     assert 200 <= answer.status_code < 300, answer.text
     assert sim.wait_for(lambda: sim.sent_texts(B), 5), "the notifier bundle told nobody"
     assert sim.sent_texts(B)[0].json["text"].startswith("Você é o 1º da fila")
-    assert_ran_from_its_bundle(envs["notifier"], "notifier")
+    assert_ran_from_its_bundle(envs["notifier"], "attendance.notifier")

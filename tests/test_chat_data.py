@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra import waha_payloads as wp
-from infra.waha_sim import WahaSimulator
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
 from tests.conftest import snapshot
 from tests.test_attendance import Platform, make_platform
-from wsm import keys
-from wsm.chat_data import erase_chat, export_chat
-from wsm.history import read_history
+from wsm.conversation.history import read_history
+from wsm.ops.chat_data import erase_chat, export_chat
+from wsm.store import keys
 
 WSM = str(Path(sys.executable).parent / "wsm")
 ANA, BRUNO, CARLA = "5511966661111@c.us", "5511977772222@c.us", "5511988883333@c.us"

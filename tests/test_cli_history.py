@@ -10,10 +10,10 @@ from pathlib import Path
 
 import redis
 
-from infra import waha_payloads as wp
-from wsm.ingest import Ingestor
-from wsm.settings import Settings
-from wsm.waha_event import parse_event
+from infra.waha_sim import payloads as wp
+from wsm.core.settings import Settings
+from wsm.ingest.ingestor import Ingestor
+from wsm.waha.event import parse_event
 
 WSM = str(Path(sys.executable).parent / "wsm")
 ALICE = "5511988887777@c.us"
@@ -56,7 +56,7 @@ def test_history_prints_each_message_once_oldest_first(redis_url: str, r: redis.
 
 
 def test_history_with_redis_down_is_a_clear_error() -> None:
-    from infra.redis_server import free_port
+    from infra.platform.redis_server import free_port
 
     res = run_wsm(f"redis://127.0.0.1:{free_port()}/0", "history", "--chat", ALICE)
     assert res.returncode != 0

@@ -20,22 +20,22 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from infra import waha_payloads
-from infra.triggers import NOTIFIER, TARGET_URLS, WORKER
-from wsm import settings as settings_module
-from wsm.settings import Settings
-from wsm.waha_event import Ignored, parse_event
+from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER
+from infra.waha_sim import payloads as waha_payloads
+from wsm.core import settings as settings_module
+from wsm.core.settings import Settings
+from wsm.waha.event import Ignored, parse_event
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-FUNCTION_DOCKERFILE = REPO / "infra/docker/Dockerfile"
-ROUTER_DOCKERFILE = REPO / "infra/docker/router.Dockerfile"
+FUNCTION_DOCKERFILE = REPO / "infra/deploy/docker/Dockerfile"
+ROUTER_DOCKERFILE = REPO / "infra/deploy/docker/router.Dockerfile"
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 FUNCTIONS = sorted(p.parent.name for p in (REPO / "functions").glob("*/main.py"))
 PYTHON_SERVICES = [*FUNCTIONS, "router"]
 SECRETS = {"WAHA_API_KEY": "api-key-for-tests", "WEBHOOK_HMAC_KEY": "hmac-key-for-tests"}
 
-# Variables read by others than wsm/settings.py: the Functions Framework's gunicorn (WORKERS, THREADS) and the router.
+# Variables read by others than wsm/core/settings.py: gunicorn (WORKERS, THREADS) and the router.
 FUNCTIONS_FRAMEWORK_VARS = {"WORKERS", "THREADS"}
 ROUTER_VARS = {env for env, _default in TARGET_URLS.values()}
 # WAHA's own variables, as named on waha.devlike.pro/docs/how-to/config ("Webhooks", "Security").
@@ -267,10 +267,10 @@ def test_function_image_holds_what_a_bundle_holds() -> None:
 
 
 def test_router_image_runs_the_router() -> None:
-    assert SERVICES["router"]["build"] == {"context": ".", "dockerfile": "infra/docker/router.Dockerfile"}
+    assert SERVICES["router"]["build"] == {"context": ".", "dockerfile": "infra/deploy/docker/router.Dockerfile"}
     text = ROUTER_DOCKERFILE.read_text()
     assert 'CMD ["wsm-router"]' in text
-    assert 'wsm-router = "infra.router:main"' in (REPO / "pyproject.toml").read_text()
+    assert 'wsm-router = "infra.platform.router:main"' in (REPO / "pyproject.toml").read_text()
     for source, _ in copies(ROUTER_DOCKERFILE):
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
 

@@ -20,15 +20,15 @@ import redis
 from cloudevents.conversion import to_dict
 from localstack_client.session import Session
 
-from infra import waha_payloads as wp
-from infra.bundle import REPO
-from infra.processes import wait_for_port
-from infra.redis_server import free_port
-from infra.router import to_cloudevent
-from infra.triggers import WORKER, DeliveryFailed, LambdaTarget
-from infra.waha_sim import WahaSimulator
-from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
-from wsm.history import read_history
+from infra.deploy.bundle import REPO
+from infra.platform.processes import wait_for_port
+from infra.platform.redis_server import free_port
+from infra.platform.router import to_cloudevent
+from infra.platform.triggers import WORKER, DeliveryFailed, LambdaTarget
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.conversation.history import read_history
+from wsm.store.events import MESSAGE_RECEIVED, TICK, WakeUp
 
 SECRETS = {"WAHA_API_KEY": "waha-key-1234", "WEBHOOK_HMAC_KEY": "hmac-key-5678"}
 REDIS_PASSWORD = "redis-pass-9012"
@@ -66,7 +66,7 @@ def set_env_vars(argv: list[str]) -> dict[str, str]:
 
 
 def test_gcp_dry_run_of_the_worker_prints_an_event_triggered_gen2_deploy_with_secrets_masked() -> None:
-    done = run("infra.deploy_gcp", "worker", env=deploy_env(DRY_RUN="1", **settings_env()))
+    done = run("infra.deploy.gcp", "worker", env=deploy_env(DRY_RUN="1", **settings_env()))
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     assert argv[:4] == ["gcloud", "functions", "deploy", "worker"]
@@ -89,7 +89,7 @@ def test_gcp_dry_run_of_the_worker_prints_an_event_triggered_gen2_deploy_with_se
 def test_gcp_dry_run_of_the_webhook_is_public_http_in_the_chosen_region_and_project() -> None:
     env = deploy_env(DRY_RUN="1", GCP_REGION="southamerica-east1", GCP_PROJECT="acme-wsm")
     env["GCP_DEPLOY_FLAGS"] = "--vpc-connector=wsm-redis --memory=512Mi"
-    done = run("infra.deploy_gcp", "webhook", env=env)
+    done = run("infra.deploy.gcp", "webhook", env=env)
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     for flag in ("--runtime=python311", "--entry-point=webhook", "--source=build/webhook", "--trigger-http"):
@@ -101,18 +101,18 @@ def test_gcp_dry_run_of_the_webhook_is_public_http_in_the_chosen_region_and_proj
 
 
 def test_gcp_env_value_with_a_comma_switches_the_delimiter() -> None:
-    done = run("infra.deploy_gcp", "webhook", env=deploy_env(DRY_RUN="1", WAHA_URL="http://a,b", WSM_X="1"))
+    done = run("infra.deploy.gcp", "webhook", env=deploy_env(DRY_RUN="1", WAHA_URL="http://a,b", WSM_X="1"))
     assert "'--set-env-vars=^@^WAHA_URL=http://a,b@WSM_X=1'" in done.stdout
 
 
 def test_gcp_unknown_function_is_a_clear_error() -> None:
-    done = run("infra.deploy_gcp", "notifer", env=deploy_env(DRY_RUN="1"))
+    done = run("infra.deploy.gcp", "notifer", env=deploy_env(DRY_RUN="1"))
     assert done.returncode != 0
     assert "unknown function 'notifer'" in done.stderr and "webhook, worker, notifier" in done.stderr
 
 
 def test_gcp_deploy_without_gcloud_says_so(tmp_path: Path) -> None:
-    done = run("infra.deploy_gcp", "worker", env=deploy_env(PATH=str(tmp_path)))
+    done = run("infra.deploy.gcp", "worker", env=deploy_env(PATH=str(tmp_path)))
     assert done.returncode != 0
     assert "gcloud not found on PATH" in done.stderr and "DRY_RUN=1" in done.stderr
 
@@ -136,21 +136,21 @@ def fake_gcloud(tmp_path: Path) -> Path:
 
 def test_gcp_deploy_runs_gcloud_with_the_real_values_but_shows_them_masked(fake_gcloud: Path) -> None:
     path = f"{fake_gcloud.parent / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"
-    done = run("infra.deploy_gcp", "worker", env=deploy_env(PATH=path, **settings_env()))
+    done = run("infra.deploy.gcp", "worker", env=deploy_env(PATH=path, **settings_env()))
     assert done.returncode == 0, done.stderr
     (call,) = [json.loads(line) for line in fake_gcloud.read_text().splitlines()]
     assert call["argv"][:3] == ["functions", "deploy", "worker"]
     assert set_env_vars(call["argv"])["WAHA_API_KEY"] == SECRETS["WAHA_API_KEY"]
     assert set_env_vars(call["argv"])["REDIS_URL"] == f"redis://:{REDIS_PASSWORD}@10.1.2.3:6379/0"
     source = Path(call["cwd"]) / next(a for a in call["argv"] if a.startswith("--source=")).split("=", 1)[1]
-    assert (source / "main.py").is_file() and (source / "wsm" / "lua").is_dir()
+    assert (source / "main.py").is_file() and (source / "wsm" / "store" / "lua").is_dir()
     for secret in [*SECRETS.values(), REDIS_PASSWORD]:
         assert secret not in done.stdout + done.stderr
 
 
 def test_gcp_deploy_reports_a_failing_gcloud(fake_gcloud: Path) -> None:
     path = f"{fake_gcloud.parent / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"
-    done = run("infra.deploy_gcp", "webhook", env=deploy_env(PATH=path, FAKE_GCLOUD_EXIT="3"))
+    done = run("infra.deploy.gcp", "webhook", env=deploy_env(PATH=path, FAKE_GCLOUD_EXIT="3"))
     assert done.returncode != 0 and "gcloud exited with status 3" in done.stderr
 
 
@@ -182,7 +182,7 @@ def lambda_api(host: str) -> Any:
 
 
 def deploy_aws(name: str, host: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    done = run("infra.deploy_aws", name, env=deploy_env(LOCALSTACK_HOST=host, **settings))
+    done = run("infra.deploy.aws", name, env=deploy_env(LOCALSTACK_HOST=host, **settings))
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -288,7 +288,7 @@ def test_lambda_zips_answer_lambda_events_from_their_own_contents(
     answer = invoke_like_lambda(tmp_path / "webhook", event, env)
     assert answer["statusCode"] == 200 and json.loads(answer["body"])["status"] == "accepted", answer
     assert [m["id"] for m in read_history(r, "default", A)] == [body["payload"]["id"]]
-    assert list((tmp_path / "webhook" / "wsm" / "__pycache__").glob("webhook.*.pyc"))  # the zip's own wsm ran
+    assert list((tmp_path / "webhook" / "wsm" / "ingest" / "__pycache__").glob("http.*.pyc"))  # the zip's own wsm ran
 
     wake = WakeUp(MESSAGE_RECEIVED, "default", A)  # what the router sends for that message
     answer = invoke_like_lambda(tmp_path / "worker", to_dict(to_cloudevent(wake)), env)

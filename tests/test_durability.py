@@ -12,10 +12,10 @@ import pytest
 import redis
 from functions_framework import create_app
 
-from infra import waha_payloads as wp
-from infra.redis_server import RedisServer
-from wsm.history import read_history
-from wsm.settings import get_settings
+from infra.platform.redis_server import RedisServer
+from infra.waha_sim import payloads as wp
+from wsm.conversation.history import read_history
+from wsm.core.settings import get_settings
 
 ALICE = "5511988887777@c.us"
 
@@ -53,7 +53,7 @@ def test_make_local_and_compose_default_to_fsync_always() -> None:
 
     import yaml
 
-    from infra.local import LocalConfig
+    from infra.platform.local import LocalConfig
 
     assert LocalConfig().appendfsync == "always"
     compose = Path(__file__).resolve().parent.parent / "docker-compose.yml"

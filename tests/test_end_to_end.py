@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from infra import waha_payloads as wp
-from infra.local import LocalConfig, LocalSystem
-from infra.redis_server import free_port
-from infra.waha_sim import WahaSimulator
-from wsm.history import read_history
-from wsm.redis_conn import get_redis
+from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.redis_server import free_port
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.conversation.history import read_history
+from wsm.store.connection import get_redis
 
 pytestmark = pytest.mark.slow
 A, B, C = "5511911110001@c.us", "5511911110002@c.us", "5511911110003@c.us"

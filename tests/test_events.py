@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from wsm.events import PUBSUB_PUBLISHED, WakeUp
+from wsm.store.events import PUBSUB_PUBLISHED, WakeUp
 
 
 def test_router_cloudevent_round_trip() -> None:

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from infra import waha_payloads as wp
-from infra.redis_server import free_port
+from infra.platform.redis_server import free_port
+from infra.waha_sim import payloads as wp
 from tests.conftest import snapshot
-from wsm.history import read_history
-from wsm.settings import get_settings
+from wsm.conversation.history import read_history
+from wsm.core.settings import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -233,7 +233,13 @@ def test_fuzzed_auth_and_type_headers_are_refused_never_5xx(
 # --- the document against the code -------------------------------------------------------------------
 
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
-WEBHOOK_CODE = ["wsm/webhook.py", "wsm/signature.py", "wsm/waha_event.py", "wsm/ingest.py", "wsm/errors.py"]
+WEBHOOK_CODE = [
+    "wsm/ingest/http.py",
+    "wsm/waha/signature.py",
+    "wsm/waha/event.py",
+    "wsm/ingest/ingestor.py",
+    "wsm/core/errors.py",
+]
 
 
 def documented(path: str, method: str) -> set[int]:

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from infra.redis_server import free_port
-from wsm.group_commit import GroupCommit
+from infra.platform.redis_server import free_port
+from wsm.store.group_commit import GroupCommit
 
 ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
 

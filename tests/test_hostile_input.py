@@ -22,12 +22,12 @@ import redis
 import requests
 from functions_framework import create_app
 
-from infra import waha_payloads as wp
-from infra.processes import ManagedProcess, function_process
-from infra.redis_server import RedisServer, free_port
+from infra.platform.processes import ManagedProcess, function_process
+from infra.platform.redis_server import RedisServer, free_port
+from infra.waha_sim import payloads as wp
 from tests.conftest import snapshot
-from wsm.history import read_history
-from wsm.settings import get_settings
+from wsm.conversation.history import read_history
+from wsm.core.settings import get_settings
 
 SOURCE = "functions/webhook/main.py"
 KEY = "hostile-test-key"

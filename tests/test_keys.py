@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from wsm import keys
+from wsm.store import keys
 
 
 def test_all_keys_of_a_session_and_its_chats_share_one_cluster_slot() -> None:

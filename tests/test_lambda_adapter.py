@@ -19,21 +19,21 @@ import pytest
 import redis
 from cloudevents.conversion import to_dict
 
-from infra import waha_payloads as wp
-from infra.processes import REPO
-from infra.redis_server import free_port
-from infra.router import Router, to_cloudevent
-from infra.triggers import NOTIFIER, WORKER, DeliveryFailed, LambdaTarget, url_triggers
-from infra.waha_sim import WahaSimulator
+from infra.platform.processes import REPO
+from infra.platform.redis_server import free_port
+from infra.platform.router import Router, to_cloudevent
+from infra.platform.triggers import NOTIFIER, WORKER, DeliveryFailed, LambdaTarget, url_triggers
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
 from tests.conftest import snapshot
-from wsm import keys
-from wsm.errors import RedisUnavailable
-from wsm.events import MESSAGE_RECEIVED, TICK, WakeUp
-from wsm.history import read_history
-from wsm.ingest import Ingestor
-from wsm.lambda_adapter import BadLambdaEvent, cloudevent_handler, http_handler
-from wsm.settings import Settings, get_settings
-from wsm.waha_event import parse_event
+from wsm.adapters.aws_lambda import BadLambdaEvent, cloudevent_handler, http_handler
+from wsm.conversation.history import read_history
+from wsm.core.errors import RedisUnavailable
+from wsm.core.settings import Settings, get_settings
+from wsm.ingest.ingestor import Ingestor
+from wsm.store import keys
+from wsm.store.events import MESSAGE_RECEIVED, TICK, WakeUp
+from wsm.waha.event import parse_event
 
 A, B = "5511955550001@c.us", "5511955550002@c.us"
 HMAC_KEY = "lambda-secret"
@@ -358,7 +358,7 @@ def test_a_lambda_url_without_a_function_name_is_refused() -> None:
 
 
 def test_bundle_lambda_handler_wraps_the_function_of_its_bundle(tmp_path: Path) -> None:
-    from infra.bundle import build_bundle
+    from infra.deploy.bundle import build_bundle
 
     for name, adapter in (("webhook", "http_handler"), ("worker", "cloudevent_handler")):
         text = (build_bundle(name, tmp_path) / "lambda_handler.py").read_text()

@@ -15,12 +15,12 @@ import pytest
 import redis
 from cloudevents.http import from_http
 
-from infra.redis_server import RedisServer
-from infra.router import Router
-from infra.triggers import NOTIFIER, WORKER, url_triggers
-from wsm import events, keys
-from wsm.events import WakeUp
-from wsm.settings import Settings
+from infra.platform.redis_server import RedisServer
+from infra.platform.router import Router
+from infra.platform.triggers import NOTIFIER, WORKER, url_triggers
+from wsm.core.settings import Settings
+from wsm.store import events, keys
+from wsm.store.events import WakeUp
 
 CHAT = "5511988887777@c.us"
 RECEIVED = "wsm." + events.MESSAGE_RECEIVED
@@ -280,7 +280,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def test_reconnects_after_redis_restart_and_ticks(own_redis, worker, notifier, make_router, caplog):
-    caplog.set_level(logging.WARNING, logger="infra.router")
+    caplog.set_level(logging.WARNING, logger="infra.platform.router")
     make_router(redis_url=own_redis.url)
     wait_until(lambda: len(worker.of_type(TICK)) == 1 and len(notifier.of_type(TICK)) == 1)
 

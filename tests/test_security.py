@@ -21,18 +21,19 @@ import requests
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
-from infra import waha_payloads as wp
-from infra.local import LocalConfig, LocalSystem
-from infra.redis_server import RedisServer, TlsFiles, free_port, supports_tls
-from infra.router import Router
-from infra.triggers import NOTIFIER, SUBSCRIPTIONS, WORKER, DeliveryFailed, Triggers
-from infra.waha_sim import WahaSimulator
-from wsm import keys, notifier, worker
-from wsm.errors import WahaError
-from wsm.history import read_history
-from wsm.redis_conn import get_redis
-from wsm.settings import Settings, get_settings
-from wsm.waha_client import WahaClient
+from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.redis_server import RedisServer, TlsFiles, free_port, supports_tls
+from infra.platform.router import Router
+from infra.platform.triggers import NOTIFIER, SUBSCRIPTIONS, WORKER, DeliveryFailed, Triggers
+from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from wsm.attendance import notifier, worker
+from wsm.conversation.history import read_history
+from wsm.core.errors import WahaError
+from wsm.core.settings import Settings, get_settings
+from wsm.store import keys
+from wsm.store.connection import get_redis
+from wsm.waha.client import WahaClient
 
 SOURCE = "functions/webhook/main.py"
 HMAC_KEY = "hmac-7f3c9e1a-never-log-me"

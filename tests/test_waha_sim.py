@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from infra import waha_payloads
-from infra.waha_sim import WahaSimulator
+from infra.waha_sim import payloads as waha_payloads
+from infra.waha_sim.core import WahaSimulator
 
 CHAT = "5511988887777@c.us"
 HMAC_KEY = "test-hmac-key"

@@ -11,11 +11,11 @@ import pytest
 import redis
 from functions_framework import create_app
 
-from infra import waha_payloads as wp
+from infra.waha_sim import payloads as wp
 from tests.conftest import snapshot
-from wsm import keys
-from wsm.history import read_history
-from wsm.settings import get_settings
+from wsm.conversation.history import read_history
+from wsm.core.settings import get_settings
+from wsm.store import keys
 
 SOURCE = "functions/webhook/main.py"
 ALICE = "5511988887777@c.us"
@@ -252,7 +252,7 @@ def test_healthz_reports_redis(client: Any) -> None:
 
 
 def test_healthz_and_ingest_answer_503_when_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra.redis_server import free_port
+    from infra.platform.redis_server import free_port
 
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()

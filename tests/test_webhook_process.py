@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from infra import waha_payloads as wp
-from infra.processes import ManagedProcess, function_process
-from infra.redis_server import RedisServer, free_port
-from wsm.history import read_history
-from wsm.redis_conn import get_redis
+from infra.platform.processes import ManagedProcess, function_process
+from infra.platform.redis_server import RedisServer, free_port
+from infra.waha_sim import payloads as wp
+from wsm.conversation.history import read_history
+from wsm.store.connection import get_redis
 
 ALICE = "5511988887777@c.us"
 BOB = "5511977776666@c.us"

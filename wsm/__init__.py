@@ -1,3 +1,16 @@
-"""WhatsApp Session Manager: shared code of the webhook, worker and notifier functions."""
+"""WhatsApp Session Manager: the shared package every function bundles, one folder per area.
+
+Areas stand on floors and import only from their own floor or below:
+
+1. ``core``          settings, errors, clock, statuses, privacy (imports nothing of ours)
+2. ``store``         Redis: key schema, Lua scripts, connection, group commit, wake-up events, a chat's lease
+   ``waha``          the WAHA wire format: webhook events, REST client, signature
+3. ``ingest``        the webhook's HTTP handling and storing an event
+   ``conversation``  the flow file and the engine that follows it, history reading
+   ``delivery``      the outbox sender and the dead-letter list
+4. ``attendance``    slots, queue, the worker and the notifier
+5. ``ops``           operators' command line, export/erase
+   ``adapters``      other platforms' entry points (AWS Lambda)
+"""
 
 __version__ = "0.1.0"

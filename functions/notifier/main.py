@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from wsm.notifier import handle_event
+from wsm.attendance.notifier import handle_event
 
 
 @functions_framework.cloud_event

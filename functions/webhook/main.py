@@ -3,7 +3,7 @@
 import flask
 import functions_framework
 
-from wsm.webhook import handle
+from wsm.ingest.http import handle
 
 
 @functions_framework.http

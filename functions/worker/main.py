@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from wsm.worker import handle_event
+from wsm.attendance.worker import handle_event
 
 
 @functions_framework.cloud_event

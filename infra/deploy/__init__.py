@@ -1,0 +1,1 @@
+"""Shipping each function on its own: bundles, Cloud Run functions (gcloud), Lambda on LocalStack, Dockerfiles."""

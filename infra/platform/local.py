@@ -1,0 +1,218 @@
+"""``make local``: the whole system on one machine, each piece its own process.
+
+Redis: the one at ``REDIS_URL`` when set and reachable, else an embedded redis-server on
+127.0.0.1:6380 with AOF (``appendfsync always``) under ``.local/``. WAHA: ``WAHA_URL`` when
+set, else the WAHA simulator on 3000, wired to the webhook, with a chat page. Then the
+webhook, worker and notifier functions under the Functions Framework, and the event router.
+Ctrl-C stops everything it started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import redis
+
+from infra.platform.processes import BIN, REPO, ManagedProcess, function_process
+from infra.platform.redis_server import RedisServer
+from wsm.core.settings import redact_url
+
+log = logging.getLogger(__name__)
+EMBEDDED_REDIS_PORT = 6380
+
+
+@dataclass
+class LocalConfig:
+    """Where each piece listens; every field has the environment variable of the same meaning."""
+
+    redis_url: str = ""  # "" = start the embedded redis-server
+    waha_url: str = ""  # "" = start the WAHA simulator
+    webhook_port: int = 8080
+    worker_port: int = 8081
+    notifier_port: int = 8082
+    waha_sim_port: int = 3000
+    redis_port: int = EMBEDDED_REDIS_PORT
+    data_dir: Path = REPO / ".local"
+    appendfsync: str = "always"
+    env: dict[str, str] = field(default_factory=dict)  # passed to every process
+
+    @classmethod
+    def from_env(cls) -> LocalConfig:
+        e = os.environ
+        return cls(
+            redis_url=e.get("REDIS_URL", ""),
+            waha_url=e.get("WAHA_URL", ""),
+            webhook_port=int(e.get("WEBHOOK_PORT", 8080)),
+            worker_port=int(e.get("WORKER_PORT", 8081)),
+            notifier_port=int(e.get("NOTIFIER_PORT", 8082)),
+            waha_sim_port=int(e.get("WAHA_SIM_PORT", 3000)),
+            appendfsync=e.get("WSM_REDIS_APPENDFSYNC", "always"),
+            env=dict(e),
+        )
+
+
+class LocalSystem:
+    """Starts and stops the pieces in dependency order; used by ``make local``, the end-to-end tests and chaos."""
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self.redis_server: RedisServer | None = None
+        self.processes: dict[str, ManagedProcess] = {}
+        self.logs = config.data_dir / "logs"
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> LocalSystem:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            redis_url = self._redis()
+            env = self._env(redis_url)
+            if not self.config.waha_url:
+                self._start(self._waha_sim(env))
+            for name, port, kind in (
+                ("webhook", self.config.webhook_port, None),
+                ("worker", self.config.worker_port, "cloudevent"),
+                ("notifier", self.config.notifier_port, "cloudevent"),
+            ):
+                self._start(function_process(name, port, self._function_env(env, name), self._log(name), kind))
+            self._start(self._router(env))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()
+        if self.redis_server:
+            self.redis_server.stop()
+
+    def __getitem__(self, name: str) -> ManagedProcess:
+        return self.processes[name]
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or (self.redis_server.url if self.redis_server else "")
+
+    @property
+    def waha_url(self) -> str:
+        return self.config.waha_url or f"http://127.0.0.1:{self.config.waha_sim_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.webhook_port}/"
+
+    def describe(self) -> list[str]:
+        embedded = "  (embedded, AOF in .local/redis)" if self.redis_server else ""
+        lines = [
+            f"redis     {redact_url(self.redis_url)}{embedded}",
+            f"webhook   {self.webhook_url}   <- point WAHA's webhook here",
+            f"worker    http://127.0.0.1:{self.config.worker_port}/",
+            f"notifier  http://127.0.0.1:{self.config.notifier_port}/",
+            "router    Redis Pub/Sub -> worker, notifier (CloudEvents)",
+        ]
+        if self.config.waha_url:
+            lines.append(f"WAHA      {self.config.waha_url}  (yours)")
+        else:
+            lines.append(f"WAHA      {self.waha_url}  (simulator: open it in a browser to chat)")
+        lines.append(f"logs      {self.logs}/")
+        return lines
+
+    # --- pieces -------------------------------------------------------------------------------------
+
+    def _redis(self) -> str:
+        url = self.config.redis_url
+        if url and _reachable(url):
+            return url
+        if url:
+            log.warning("REDIS_URL %s is not reachable; starting the embedded redis-server", redact_url(url))
+            self.config.redis_url = ""
+        self.redis_server = RedisServer(
+            port=self.config.redis_port, data_dir=self.config.data_dir / "redis", appendfsync=self.config.appendfsync
+        ).start()
+        return self.redis_server.url
+
+    def _env(self, redis_url: str) -> dict[str, str]:
+        env = dict(self.config.env)
+        env.update(REDIS_URL=redis_url, WAHA_URL=self.waha_url, PYTHONUNBUFFERED="1")
+        return env
+
+    @staticmethod
+    def _function_env(env: dict[str, str], name: str) -> dict[str, str]:
+        """Serving settings the Functions Framework reads: a process per core; more threads where calls wait on WAHA."""
+        out = dict(env)
+        out.setdefault("WORKERS", "2")
+        out.setdefault("THREADS", "8" if name == "webhook" else "24")
+        return out
+
+    def _waha_sim(self, env: dict[str, str]) -> ManagedProcess:
+        argv = [
+            str(BIN / "wsm-waha-sim"),
+            "--port", str(self.config.waha_sim_port),
+            "--webhook-url", self.webhook_url,
+        ]  # fmt: skip
+        return ManagedProcess("waha-sim", argv, env, self.config.waha_sim_port, self._log("waha-sim"))
+
+    def _router(self, env: dict[str, str]) -> ManagedProcess:
+        argv = [
+            str(BIN / "wsm-router"),
+            "--worker-url", f"http://127.0.0.1:{self.config.worker_port}/",
+            "--notifier-url", f"http://127.0.0.1:{self.config.notifier_port}/",
+        ]  # fmt: skip
+        return ManagedProcess("router", argv, env, None, self._log("router"))
+
+    def _start(self, proc: ManagedProcess) -> None:
+        self.processes[proc.name] = proc
+        proc.start()
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@click.command()
+def main() -> None:
+    """Run the whole system locally until Ctrl-C (configuration from environment variables)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    system = LocalSystem(LocalConfig.from_env())
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        system.start()
+    except Exception as e:  # a port in use, a process that would not start: say so plainly
+        click.echo(f"make local could not start: {e}", err=True)
+        sys.exit(1)
+    click.echo("WhatsApp Session Manager is running:")
+    for line in system.describe():
+        click.echo(f"  {line}")
+    click.echo("Ctrl-C stops everything started here.")
+    try:
+        while not stop.wait(1.0):
+            for proc in system.processes.values():
+                if not proc.alive():
+                    click.echo(f"{proc.name} exited ({proc.proc.returncode}); see {proc.log_path}", err=True)
+                    stop.set()
+    finally:
+        system.stop()
+        click.echo("stopped.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""The event router: the serverless platform's event delivery, emulated on one machine.
+
+It turns wake-up events from Redis Pub/Sub into CloudEvents for the functions
+subscribed to them (see :mod:`infra.platform.triggers`), adds a periodic tick, retries
+failures with backoff and dead-letters what keeps failing. Events are only
+doorbells (the Redis keys are the truth), which is what makes two shortcuts safe:
+
+- **coalescing**: while a delivery for (target, type, session, chat) is under
+  way, identical events only ask for one more run after it, since one run reads
+  every pending key;
+- **lossy reconnects**: events published while Redis was unreachable are lost,
+  and the tick sent on every (re)subscription covers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import itertools
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import click
+import redis
+from cloudevents.http import CloudEvent
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, url_triggers
+from wsm.core.privacy import mask_chat
+from wsm.core.settings import Settings
+from wsm.store import keys
+from wsm.store.connection import get_redis
+from wsm.store.events import TICK, WakeUp
+
+log = logging.getLogger(__name__)
+
+ROUTER_SOURCE = "/wsm/router"
+POLL_S = 0.2  # how often the subscriber checks for stop() between messages
+
+
+def to_cloudevent(event: WakeUp) -> CloudEvent:
+    """The CloudEvent a function receives for ``event``: data is ``{"session", "chat"}``, subject the chat."""
+    attributes = {
+        "type": event.cloudevent_type,
+        "source": f"/wsm/sessions/{event.session}" if event.session else ROUTER_SOURCE,
+        "datacontenttype": "application/json",
+    }
+    if event.chat:
+        attributes["subject"] = event.chat
+    return CloudEvent(attributes, {"session": event.session, "chat": event.chat})
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Delay after failed attempt ``attempt`` (1-based): doubling, capped, half of it random."""
+    delay = min(cap_s, base_s * 2 ** min(attempt - 1, 30))  # bounded exponent: a long outage counts high
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclasses.dataclass
+class RouterCounters:
+    """What the router did since start (a snapshot; read ``Router.counters``)."""
+
+    delivered: int = 0  # deliveries a target accepted
+    retried: int = 0  # failed attempts that were scheduled again
+    deadlettered: int = 0  # deliveries given up after router_max_attempts
+    coalesced: int = 0  # events folded into a delivery already under way
+    invalid: int = 0  # Pub/Sub messages that were not wake-up events
+
+
+_Key = tuple[str, str, str | None, str | None]
+
+
+def _key(target: Target, event: WakeUp) -> _Key:
+    """What makes two deliveries identical: one run of the target covers both."""
+    return (target.name, event.type, event.session, event.chat)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Delivery:
+    target: Target
+    event: WakeUp
+    cloudevent: CloudEvent
+    attempt: int = 1
+
+    @property
+    def key(self) -> _Key:
+        return _key(self.target, self.event)
+
+
+class _Timers:
+    """Runs callbacks after a delay on one thread, so a retry waiting out its backoff holds no pool worker."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="wsm-router-timers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> None:
+        with self._cv:
+            if not self._stopped:
+                heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), callback))
+                self._cv.notify()
+
+    def stop(self) -> None:
+        """Stop; callbacks not yet due are dropped."""
+        with self._cv:
+            self._stopped = True
+            self._heap.clear()
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cv.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, callback = heapq.heappop(self._heap)
+            callback()
+
+
+class Router:
+    """Subscribes to ``wsm:events`` and delivers each event to its targets; see the module docstring.
+
+    ``backoff_base_s``/``backoff_cap_s`` shape both delivery retries and Redis
+    reconnects (tests make them small).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        triggers: Triggers,
+        *,
+        backoff_base_s: float = 0.2,
+        backoff_cap_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.triggers = triggers
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self._lock = threading.Lock()
+        self._counters = RouterCounters()
+        self._in_flight: dict[_Key, bool] = {}  # key -> run once more
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._timers = _Timers()
+        self._pool = ThreadPoolExecutor(settings.router_concurrency, thread_name_prefix="wsm-router")
+        self._listener = threading.Thread(target=self._listen, name="wsm-router-pubsub", daemon=True)
+        # Our own client without redis-py's silent retries: the listener notices every outage,
+        # reconnects on its own schedule and ticks after each resubscription.
+        self._pubsub_redis = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    # -- lifecycle
+
+    def start(self) -> Router:
+        self._timers.start()
+        self._listener.start()
+        self._timers.call_later(self.settings.tick_s, self._periodic_tick)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and ticking, let running deliveries finish, drop queued ones and pending retries.
+
+        A router runs once: start a new one to route again.
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._listener.is_alive():
+            self._listener.join()
+        self._timers.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.triggers.close()
+        self._pubsub_redis.close()
+        log.info(
+            "router stopped: %s; %d deliveries abandoned (the next tick covers them)", self.counters, self.in_flight
+        )
+
+    def __enter__(self) -> Router:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Block until the router listens on the events channel; False on timeout."""
+        return self._subscribed.wait(timeout_s)
+
+    @property
+    def counters(self) -> RouterCounters:
+        with self._lock:
+            return dataclasses.replace(self._counters)
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries under way or waiting for a retry."""
+        with self._lock:
+            return len(self._in_flight)
+
+    # -- routing
+
+    def route(self, event: WakeUp) -> None:
+        """Deliver ``event`` to every target subscribed to its type."""
+        for target in self.triggers.targets_for(event.type):
+            self._offer(target, event)
+
+    def tick(self) -> None:
+        """Send a tick to its subscribers now (not through Redis)."""
+        self.route(WakeUp(TICK))
+
+    def _periodic_tick(self) -> None:
+        self.tick()
+        self._timers.call_later(self.settings.tick_s, self._periodic_tick)
+
+    def _offer(self, target: Target, event: WakeUp) -> None:
+        key = _key(target, event)
+        with self._lock:
+            if key in self._in_flight:
+                self._in_flight[key] = True
+                self._counters.coalesced += 1
+                return
+            self._in_flight[key] = False
+        self._submit(_Delivery(target, event, to_cloudevent(event)))
+
+    def _submit(self, delivery: _Delivery) -> None:
+        if self._stopping.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # the pool shut down between the check and the submit
+            self._pool.submit(self._attempt, delivery)
+
+    def _attempt(self, delivery: _Delivery) -> None:
+        with self._lock:  # this attempt starts after, so it covers, every identical event so far
+            self._in_flight[delivery.key] = False
+        started = time.perf_counter()
+        try:
+            delivery.target.deliver(delivery.cloudevent)
+        except Exception as e:
+            self._failed(delivery, e, (time.perf_counter() - started) * 1000)
+            return
+        self._log_outcome(logging.INFO, delivery, "ok", (time.perf_counter() - started) * 1000)
+        with self._lock:
+            self._counters.delivered += 1
+        self._finish(delivery)
+
+    def _failed(self, delivery: _Delivery, error: Exception, elapsed_ms: float) -> None:
+        reason = str(error) or type(error).__name__
+        self._log_outcome(logging.WARNING, delivery, reason, elapsed_ms)
+        if delivery.attempt < self.settings.router_max_attempts:
+            with self._lock:
+                self._counters.retried += 1
+            retry = dataclasses.replace(delivery, attempt=delivery.attempt + 1)
+            delay_s = backoff_s(delivery.attempt, self.backoff_base_s, self.backoff_cap_s)
+            self._timers.call_later(delay_s, lambda: self._submit(retry))
+            return
+        self._deadletter(delivery, reason)
+        self._finish(delivery)
+
+    def _finish(self, delivery: _Delivery) -> None:
+        """End a delivery; start a fresh one if an identical event came in during its last attempt."""
+        with self._lock:
+            again = self._in_flight.pop(delivery.key, False)
+            if again:
+                self._in_flight[delivery.key] = False
+        if again:
+            event = delivery.event
+            self._submit(_Delivery(delivery.target, event, to_cloudevent(event)))
+
+    def _deadletter(self, delivery: _Delivery, reason: str) -> None:
+        entry = {
+            "kind": "event",
+            "type": delivery.event.type,
+            "session": delivery.event.session,
+            "chat": delivery.event.chat,
+            "target": delivery.target.name,
+            "attempts": delivery.attempt,
+            "error": reason,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            client = get_redis(self.settings.redis_url)
+            with client.pipeline(transaction=False) as pipe:
+                pipe.lpush(keys.DEADLETTER, json.dumps(entry))
+                pipe.ltrim(keys.DEADLETTER, 0, self.settings.deadletter_max - 1)
+                pipe.execute()
+        except redis.RedisError as e:
+            log.error("could not dead-letter %s for %s: %s", delivery.event.type, delivery.target.name, e)
+        with self._lock:  # counted after the write, so a reader of the counter finds the entry
+            self._counters.deadlettered += 1
+
+    def _log_outcome(self, level: int, delivery: _Delivery, outcome: str, elapsed_ms: float) -> None:
+        event = delivery.event
+        log.log(
+            level,
+            "deliver type=%s target=%s session=%s chat=%s attempt=%d/%d outcome=%s elapsed_ms=%.1f",
+            event.type,
+            delivery.target.name,
+            event.session or "-",
+            mask_chat(event.chat, self.settings.mask_phones),
+            delivery.attempt,
+            self.settings.router_max_attempts,
+            outcome,
+            elapsed_ms,
+        )
+
+    # -- subscription
+
+    def _listen(self) -> None:
+        """Subscribe, route messages, and on connection loss retry with backoff until stop()."""
+        outage_started: float | None = None
+        failures = 0
+        while not self._stopping.is_set():
+            pubsub = self._pubsub_redis.pubsub()
+            try:
+                pubsub.subscribe(keys.EVENTS_CHANNEL)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=POLL_S)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        if outage_started is not None:
+                            log.warning("redis back after %.1f s; resubscribed", time.monotonic() - outage_started)
+                        outage_started, failures = None, 0
+                        self._subscribed.set()
+                        self.tick()  # covers whatever was published while we did not listen
+                    elif message["type"] == "message":
+                        self._on_message(message["data"])
+            except redis.RedisError as e:
+                self._subscribed.clear()
+                if outage_started is None:
+                    outage_started = time.monotonic()
+                    log.warning("redis unreachable (%s); reconnecting with backoff", type(e).__name__)
+                failures += 1
+                self._stopping.wait(backoff_s(failures, self.backoff_base_s, self.backoff_cap_s))
+            finally:
+                pubsub.close()
+        self._subscribed.clear()
+
+    def _on_message(self, raw: str) -> None:
+        try:
+            event = WakeUp.from_json(raw)
+            if not all(isinstance(v, str | None) for v in (event.session, event.chat)):
+                raise ValueError("session and chat must be strings")
+        except ValueError:  # the text may hold a phone number: log its size only
+            with self._lock:
+                self._counters.invalid += 1
+            log.warning(
+                "skipping a message on %s that is not a wake-up event (%d chars)", keys.EVENTS_CHANNEL, len(raw)
+            )
+            return
+        self.route(event)
+
+
+@click.command()
+@click.option(
+    "--worker-url", envvar=TARGET_URLS[WORKER][0], default=TARGET_URLS[WORKER][1], show_default=True, show_envvar=True
+)
+@click.option(
+    "--notifier-url",
+    envvar=TARGET_URLS[NOTIFIER][0],
+    default=TARGET_URLS[NOTIFIER][1],
+    show_default=True,
+    show_envvar=True,
+)
+def main(worker_url: str, notifier_url: str) -> None:
+    """Route wake-up events from Redis to the worker and notifier functions as CloudEvents.
+
+    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function on LocalStack.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    triggers = url_triggers({WORKER: worker_url, NOTIFIER: notifier_url}, settings.router_timeout_s)
+    click.echo(
+        f"wsm-router: {settings.redacted()['redis_url']} channel {keys.EVENTS_CHANNEL}, "
+        f"tick every {settings.tick_s:g} s, {settings.router_concurrency} concurrent deliveries"
+    )
+    for line in triggers.describe():
+        click.echo(f"  {line}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    router = Router(settings, triggers).start()
+    try:
+        stop.wait()
+    finally:
+        router.stop()

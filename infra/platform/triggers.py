@@ -1,0 +1,241 @@
+"""Who gets which event: the router's trigger table and the targets it delivers to.
+
+The table is plain data (event type -> target names), checked once when a
+:class:`Triggers` is built, so a typo fails at start instead of routing nothing.
+A target is anything with ``name``, ``endpoint``, ``deliver(event)`` and
+``close()``: an HTTP POST of a binary-mode CloudEvent (what the Functions
+Framework and Cloud Run expect), or an AWS Lambda invoke with a structured one
+(a target URL ``lambda:<function name>``, see :func:`make_target`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import urllib3
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from wsm.core.errors import WsmError
+from wsm.store import events
+
+WORKER = "worker"
+NOTIFIER = "notifier"
+
+LAMBDA_SCHEME = "lambda:"
+
+# target name -> (environment variable, default URL)
+TARGET_URLS: Mapping[str, tuple[str, str]] = {
+    WORKER: ("WSM_WORKER_URL", "http://127.0.0.1:8081/"),
+    NOTIFIER: ("WSM_NOTIFIER_URL", "http://127.0.0.1:8082/"),
+}
+
+# event type -> names of the targets it triggers
+SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
+    events.MESSAGE_RECEIVED: (WORKER,),
+    events.CHAT_ADMITTED: (WORKER,),
+    events.QUEUE_CHANGED: (NOTIFIER,),
+    events.TICK: (WORKER, NOTIFIER),
+}
+
+
+class DeliveryFailed(WsmError):
+    """A target did not accept an event (non-2xx, timeout, connection error); the router retries."""
+
+
+class Target(Protocol):
+    """A named function the router can deliver CloudEvents to."""
+
+    name: str
+
+    @property
+    def endpoint(self) -> str:
+        """Where it lives, safe to print (no credentials)."""
+        ...
+
+    def deliver(self, event: CloudEvent) -> None:
+        """Hand over one event; return only once it was accepted, else raise :class:`DeliveryFailed`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (the router calls it on stop)."""
+        ...
+
+
+class HttpTarget:
+    """POSTs the event in CloudEvents binary mode over a thread-safe urllib3 pool of keep-alive connections.
+
+    urllib3 directly rather than requests: one delivery per message, and requests' per-call work
+    showed in profiles of the whole path (router CPU per message).
+    """
+
+    def __init__(self, name: str, url: str, timeout_s: float, pool_size: int = 64) -> None:
+        self.name = name
+        self.url = url
+        self.timeout_s = timeout_s
+        self._http = urllib3.PoolManager(
+            num_pools=2, maxsize=pool_size, block=False, retries=False, timeout=urllib3.Timeout(total=timeout_s)
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return public_url(self.url)
+
+    def deliver(self, event: CloudEvent) -> None:
+        headers, body = to_binary(event)
+        try:
+            response = self._http.request("POST", self.url, body=body, headers=headers)
+        except urllib3.exceptions.TimeoutError as e:
+            raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
+        except urllib3.exceptions.HTTPError as e:  # the message may hold the URL: keep the type only
+            raise DeliveryFailed(type(e).__name__) from e
+        if not 200 <= response.status < 300:
+            raise DeliveryFailed(f"HTTP {response.status}")
+
+    def close(self) -> None:
+        self._http.clear()
+
+
+class LambdaTarget:
+    """Invokes an AWS Lambda function (LocalStack through localstack-client) with a structured CloudEvent.
+
+    The invoke is synchronous (``RequestResponse``) so the router learns the outcome: a function
+    that raised (``FunctionError``) or an API failure is :class:`DeliveryFailed`, retried like a
+    non-2xx from :class:`HttpTarget`. botocore's own retries are off: the router has its own.
+    ``client`` is a boto3 Lambda client; by default one for LocalStack (``LOCALSTACK_HOST``).
+    """
+
+    MAX_POOL_CONNECTIONS = 64  # the router's default concurrency; boto3 clients are thread-safe
+
+    def __init__(self, name: str, function_name: str, timeout_s: float, client: Any = None) -> None:
+        if not function_name:
+            raise ValueError(f"target {name!r}: a Lambda target needs a function name ({LAMBDA_SCHEME}NAME)")
+        self.name = name
+        self.function_name = function_name
+        self.timeout_s = timeout_s
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return LAMBDA_SCHEME + self.function_name
+
+    def deliver(self, event: CloudEvent) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError  # only routers with Lambda targets need boto3
+
+        _, payload = to_structured(event)
+        try:
+            response = self._lambda().invoke(
+                FunctionName=self.function_name, InvocationType="RequestResponse", Payload=payload
+            )
+            body = response["Payload"].read()
+        except ClientError as e:
+            raise DeliveryFailed(f"lambda {e.response.get('Error', {}).get('Code', 'error')}") from e
+        except BotoCoreError as e:  # connection errors, timeouts
+            raise DeliveryFailed(type(e).__name__) from e
+        if response.get("FunctionError"):  # the message may hold user data: keep the error type only
+            raise DeliveryFailed(f"lambda FunctionError {response['FunctionError']}: {_error_type(body)}")
+        if response.get("StatusCode") != 200:
+            raise DeliveryFailed(f"lambda invoke status {response.get('StatusCode')}")
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _lambda(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from botocore.config import Config
+
+                from infra.deploy.aws import aws_client
+
+                config = Config(
+                    connect_timeout=min(5.0, self.timeout_s),
+                    read_timeout=self.timeout_s,
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=self.MAX_POOL_CONNECTIONS,
+                )
+                self._client = aws_client("lambda", config)
+            return self._client
+
+
+def _error_type(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("errorType") or "unknown")
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
+class Triggers:
+    """The checked trigger table: event type -> the targets it triggers."""
+
+    def __init__(self, subscriptions: Mapping[str, Iterable[str]], targets: Iterable[Target]) -> None:
+        by_name: dict[str, Target] = {}
+        for target in targets:
+            if target.name in by_name:
+                raise ValueError(f"two targets named {target.name!r}")
+            by_name[target.name] = target
+        routes: dict[str, tuple[Target, ...]] = {}
+        for event_type, names in subscriptions.items():
+            if event_type not in events.TYPES:
+                raise ValueError(f"unknown event type in trigger table: {event_type!r}")
+            unknown = [name for name in names if name not in by_name]
+            if unknown:
+                raise ValueError(f"{event_type!r} triggers unknown targets {unknown}")
+            routes[event_type] = tuple(by_name[name] for name in names)
+        self.targets: tuple[Target, ...] = tuple(by_name.values())
+        self._routes = routes
+
+    def targets_for(self, event_type: str) -> tuple[Target, ...]:
+        """Targets subscribed to ``event_type`` (maybe none); an unknown type is an error."""
+        if event_type not in events.TYPES:
+            raise ValueError(f"unknown event type: {event_type!r}")
+        return self._routes.get(event_type, ())
+
+    def describe(self) -> list[str]:
+        """One line per route, for the start-up banner."""
+        return [
+            f"{event_type} -> " + ", ".join(f"{t.name} ({t.endpoint})" for t in targets)
+            for event_type, targets in self._routes.items()
+        ]
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.close()
+
+
+def target_url(name: str) -> str:
+    """A target's URL from its environment variable, else its default."""
+    env, default = TARGET_URLS[name]
+    return os.environ.get(env, "").strip() or default
+
+
+def make_target(name: str, url: str, timeout_s: float) -> Target:
+    """``lambda:<function name>`` is a :class:`LambdaTarget`, anything else an :class:`HttpTarget`."""
+    if url.startswith(LAMBDA_SCHEME):
+        return LambdaTarget(name, url.removeprefix(LAMBDA_SCHEME), timeout_s)
+    return HttpTarget(name, url, timeout_s)
+
+
+def url_triggers(
+    urls: Mapping[str, str],
+    timeout_s: float,
+    subscriptions: Mapping[str, Iterable[str]] = SUBSCRIPTIONS,
+) -> Triggers:
+    """The trigger table with a target per ``name -> url`` (HTTP, or ``lambda:NAME``; see :func:`make_target`)."""
+    return Triggers(subscriptions, [make_target(name, url, timeout_s) for name, url in urls.items()])
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info or query, which may carry secrets."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

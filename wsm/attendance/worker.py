@@ -1,0 +1,142 @@
+"""The worker: admit waiting chats into free slots and answer active chats, one handler per chat.
+
+Triggered by any event (a lost one is covered by the tick): it reads what the keys say is
+pending, so running it twice does no harm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from wsm.attendance.handler import Handler
+from wsm.attendance.queue import admit_waiting
+from wsm.conversation.flow import normalize
+from wsm.core.clock import now_ms
+from wsm.core.privacy import mask_chat
+from wsm.delivery.outbox import Delivery
+from wsm.store import keys
+from wsm.store.chat_store import ChatStore
+from wsm.store.events import TICK, WakeUp
+from wsm.store.turn import Turn
+
+log = logging.getLogger(__name__)
+SWEEP_BATCH = 256
+MAX_PASSES = 8  # re-looks at one chat per invocation when messages keep arriving
+STRANDED_AFTER_MS = 2000  # pending longer than this: no wake-up is coming, the tick serves it
+
+
+class Worker(Handler):
+    def on_event(self, event: WakeUp) -> None:
+        for session in self.sessions(event):
+            sk = keys.SessionKeys(session)
+            if event.type == TICK:
+                self.sweep(sk)
+                continue
+            self.admit(sk)
+            if event.chat:
+                self.serve(sk, event.chat)
+
+    def admit(self, sk: keys.SessionKeys) -> list[str]:
+        admitted = admit_waiting(self.redis, self.scripts, sk, self.settings.max_active)
+        for chat in admitted:
+            log.info("admitted %s from the queue", mask_chat(chat, self.settings.mask_phones))
+        return admitted
+
+    def sweep(self, sk: keys.SessionKeys) -> None:
+        """Periodic: lift a stale send hold, close idle chats, admit, and serve chats whose work was stranded."""
+        self.sender.probe_hold(sk)
+        self.close_idle(sk)
+        self.admit(sk)
+        stranded = self._stranded(sk)
+        if stranded:
+            with ThreadPoolExecutor(max_workers=min(16, len(stranded))) as pool:
+                list(pool.map(lambda chat: self.serve(sk, chat), stranded))
+
+    def _stranded(self, sk: keys.SessionKeys) -> list[str]:
+        """Chats whose oldest pending message or reply waited longer than a wake-up takes to be handled.
+
+        Candidates are the ``ready`` set plus, as a safety net, active chats with unhandled messages.
+        Fresh work is left to the events already on their way, so a tick never competes with them.
+        """
+        candidates = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
+        candidates.update(self.redis.zrange(sk.active, 0, -1))
+        chats = sorted(candidates)
+        pipe = self.redis.pipeline(transaction=False)
+        for chat in chats:
+            ck = sk.chat(chat)
+            pipe.lindex(ck.inbox, 0)
+            pipe.lindex(ck.outbox, 0)
+        heads = pipe.execute()
+        cutoff = now_ms() - STRANDED_AFTER_MS
+        stranded = []
+        for i, chat in enumerate(chats):
+            inbox_head, outbox_head = heads[2 * i], heads[2 * i + 1]
+            since = [json.loads(inbox_head).get("received_ms", 0)] if inbox_head else []
+            since += [json.loads(outbox_head).get("created_ms", 0)] if outbox_head else []
+            if since and min(since) <= cutoff:
+                stranded.append(chat)
+        return stranded
+
+    def close_idle(self, sk: keys.SessionKeys) -> None:
+        deadline = now_ms() - self.settings.idle_timeout_s * 1000
+        for chat in self.redis.zrangebyscore(sk.active, "-inf", deadline, start=0, num=100):
+            store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat)
+            snap = store.acquire()
+            if snap is None:
+                continue
+            try:
+                score = self.redis.zscore(sk.active, chat)
+                if score is not None and score <= deadline and not snap.inbox:
+                    store.commit(self.engine.idle_close())
+                    log.info("closed idle chat %s", mask_chat(chat, self.settings.mask_phones))
+                    self.sender.deliver(store)
+            finally:
+                store.release()
+        self.admit(sk)
+
+    def serve(self, sk: keys.SessionKeys, chat_id: str) -> None:
+        """Handle a chat's pending messages and replies while holding its lease."""
+        for _ in range(MAX_PASSES):
+            store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
+            snap = store.acquire()
+            if snap is None:
+                return  # its holder looks again before letting go
+            examined, ended = 0, False
+            try:
+                if snap.inbox and snap.status == "active":
+                    ended = self._converse(store, snap.state, snap.inbox)
+                elif snap.inbox and snap.status == "waiting":
+                    examined, ended = self._check_waiting(store, snap.state, snap.inbox)
+                if self.sender.deliver(store) is Delivery.LOST_LEASE:
+                    return
+            finally:
+                more = store.release(examined) if store.token else False
+            if ended:
+                self.admit(sk)
+            if not more:
+                return
+
+    def _converse(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> bool:
+        """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""
+        ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
+        turn = self.engine.turn(state, [m.get("text") or "" for m in ordered])
+        if turn.end == "handoff":
+            turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
+        store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])
+        return bool(turn.end)
+
+    def _check_waiting(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> tuple[int, bool]:
+        """A waiting chat is only listened to for the leave word; other messages wait to be served in order."""
+        new = inbox[int(state.get("inbox_seen") or 0) :]
+        if any(normalize(m.get("text") or "") in self.engine.flow.leave_words for m in new):
+            store.commit(self.engine.leave_queue(), handled=len(inbox), seen_ids=[m["id"] for m in inbox])
+            return 0, True
+        store.commit(Turn(state={"inbox_seen": str(len(inbox))}))
+        return len(inbox), False
+
+
+def handle_event(ce_type: str, data: object) -> None:
+    """Functions Framework entry (functions/worker/main.py)."""
+    Worker.handle_cloudevent(ce_type, data)

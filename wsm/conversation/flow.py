@@ -1,0 +1,137 @@
+"""The declarative conversation flow: load a YAML/JSON file, validate it whole, explain every mistake.
+
+A flow is a set of named steps. A step says something and then either offers
+numbered ``options`` (each with a ``next`` step), ``collect``s the answer into a
+field and goes to ``next``, or ``end``s the conversation (``done`` or ``handoff``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsm.core.errors import WsmError
+
+REQUIRED_TEXTS = (
+    "welcome",
+    "your_turn",
+    "resumed",
+    "invalid_option",
+    "queued",
+    "position_update",
+    "left_queue",
+    "goodbye",
+    "idle_closed",
+)
+END_KINDS = ("done", "handoff")
+
+
+class FlowError(WsmError):
+    """The flow file is invalid; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    label: str
+    next: str
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    say: str
+    options: tuple[Option, ...] = ()
+    collect: str | None = None
+    next: str | None = None
+    end: str | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    start: str
+    vars: dict[str, str]
+    texts: dict[str, str]
+    leave_words: frozenset[str]
+    menu_words: frozenset[str]
+    steps: dict[str, Step]
+
+
+def load_flow(path: str | Path | None = None) -> Flow:
+    """The flow at ``path``, or the default pt-BR flow shipped with the package."""
+    if not path:
+        return _default_flow()
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise FlowError(f"cannot read flow file {path}: {e}") from e
+    return parse_flow(data)
+
+
+@cache
+def _default_flow() -> Flow:
+    text = resources.files("wsm.conversation").joinpath("flows", "default.pt-BR.yaml").read_text(encoding="utf-8")
+    return parse_flow(yaml.safe_load(text))
+
+
+def parse_flow(data: Any) -> Flow:
+    if not isinstance(data, dict):
+        raise FlowError("a flow must be a mapping with 'start', 'texts' and 'steps'")
+    problems: list[str] = []
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        raise FlowError("'steps' must be a non-empty mapping of step name to step")
+    steps = {name: _parse_step(str(name), raw, problems) for name, raw in raw_steps.items()}
+    start = data.get("start")
+    if start not in steps:
+        problems.append(f"'start' must name a step, got {start!r}")
+    for step in steps.values():
+        targets = [o.next for o in step.options] + ([step.next] if step.next else [])
+        problems += [f"step {step.name!r} goes to unknown step {t!r}" for t in targets if t not in steps]
+    texts = {str(k): str(v) for k, v in (data.get("texts") or {}).items()}
+    problems += [f"texts.{name} is missing" for name in REQUIRED_TEXTS if name not in texts]
+    words = data.get("words") or {}
+    if problems:
+        raise FlowError("invalid flow: " + "; ".join(problems))
+    return Flow(
+        name=str(data.get("name", "flow")),
+        start=start,
+        vars={str(k): str(v) for k, v in (data.get("vars") or {}).items()},
+        texts=texts,
+        leave_words=frozenset(normalize(w) for w in words.get("leave", ["sair", "encerrar", "exit", "quit"])),
+        menu_words=frozenset(normalize(w) for w in words.get("menu", ["menu"])),
+        steps=steps,
+    )
+
+
+def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
+    if not isinstance(raw, dict) or not isinstance(raw.get("say"), str):
+        problems.append(f"step {name!r} must be a mapping with a 'say' text")
+        return Step(name, "")
+    options = tuple(
+        Option(str(o.get("key")), str(o.get("label", "")), str(o.get("next")))
+        for o in raw.get("options") or []
+        if isinstance(o, dict)
+    )
+    step = Step(name, raw["say"], options, raw.get("collect"), raw.get("next"), raw.get("end"))
+    kinds = sum([bool(step.options), bool(step.collect), bool(step.end)])
+    if kinds != 1:
+        problems.append(f"step {name!r} needs exactly one of 'options', 'collect' (with 'next') or 'end'")
+    if step.collect and not step.next:
+        problems.append(f"step {name!r} collects {step.collect!r} but has no 'next'")
+    if step.end and step.end not in END_KINDS:
+        problems.append(f"step {name!r}: 'end' must be one of {', '.join(END_KINDS)}")
+    return step
+
+
+def normalize(text: str) -> str:
+    """Lower-case, trimmed, without accents or trailing punctuation: 'Sáir!' matches 'sair'."""
+    decomposed = unicodedata.normalize("NFKD", text.strip().lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip(" .!?")

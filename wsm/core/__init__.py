@@ -1,0 +1,1 @@
+"""The bottom floor: settings, errors, the clock, chat statuses, phone masking. Imports nothing else of ours."""

@@ -1,0 +1,152 @@
+"""Deliver a chat's outbox through WAHA, in order, the way WAHA advises, without losing or doubling replies.
+
+Each reply goes sendSeen -> startTyping -> a pause sized to the text -> stopTyping -> sendText,
+and is popped from the outbox only after WAHA accepted it. A crash between WAHA's answer and
+that pop is the one window in which a reply can be sent twice. Failures:
+
+* timeout, connection error, 5xx: the reply stays; the chat retries after a growing delay;
+* 422 (session not WORKING): every send of the session is held until WAHA reports WORKING;
+* any other 4xx: WAHA will never take it; dead-lettered with the reason and marked FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from enum import Enum
+
+import redis
+
+from wsm.core.clock import now_ms
+from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionNotReady
+from wsm.core.privacy import mask_chat
+from wsm.store import keys
+from wsm.store.chat_store import ChatStore
+from wsm.waha.client import WahaClient
+
+log = logging.getLogger(__name__)
+RETRY_BASE_MS = 1000
+RETRY_CAP_MS = 30000
+HOLD_PROBE_AFTER_MS = 10000
+
+
+class Delivery(Enum):
+    DONE = "done"  # the outbox is empty
+    RETRY_LATER = "retry"  # WAHA failed; the chat's retry time is set
+    HELD = "held"  # the session is not WORKING
+    LOST_LEASE = "lost"  # another handler owns the chat now
+
+
+class Sender:
+    def __init__(self, client: redis.Redis, waha: WahaClient) -> None:
+        self.redis = client
+        self.waha = waha
+
+    def deliver(self, chat: ChatStore) -> Delivery:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hexists(chat.sk.status, "held_ms")
+        pipe.hget(chat.ck.state, "send_retry_at_ms")
+        pipe.lrange(chat.ck.outbox, 0, -1)
+        held, state_retry, outbox = pipe.execute()
+        if not outbox:
+            return Delivery.DONE
+        if held:
+            return Delivery.HELD
+        if state_retry and int(state_retry) > now_ms():
+            return Delivery.RETRY_LATER
+        for raw in outbox:
+            if not chat.heartbeat():
+                return Delivery.LOST_LEASE
+            entry = json.loads(raw)
+            try:
+                waha_id = self._send(chat, entry)
+            except WahaSessionNotReady as e:
+                self.hold(chat.sk, str(e))
+                return Delivery.HELD
+            except WahaRetryable as e:
+                self._retry_later(chat, str(e))
+                return Delivery.RETRY_LATER
+            except WahaRejected as e:
+                self._dead_letter(chat, entry, str(e))
+                self._record(chat, entry["id"], "", "FAILED")
+                continue
+            self._record(chat, entry["id"], waha_id, "SENT")
+        if state_retry:
+            self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
+        return Delivery.DONE
+
+    def _send(self, chat: ChatStore, entry: dict) -> str:
+        session, chat_id, text = chat.session, chat.chat_id, entry["text"]
+        settings = chat.settings
+        if entry.get("seen"):
+            self._best_effort(self.waha.send_seen, session, chat_id, entry["seen"])
+        pause_ms = min(settings.typing_max_ms, settings.typing_ms_per_char * len(text))
+        if pause_ms > 0:
+            self._best_effort(self.waha.start_typing, session, chat_id)
+            time.sleep(pause_ms * random.uniform(0.8, 1.2) / 1000)
+            self._best_effort(self.waha.stop_typing, session, chat_id)
+        return self.waha.send_text(session, chat_id, text)
+
+    @staticmethod
+    def _best_effort(call, *args) -> None:  # type: ignore[no-untyped-def]
+        """Seen and typing are courtesy: their failure must not block the reply (422 still holds)."""
+        try:
+            call(*args)
+        except WahaSessionNotReady:
+            raise
+        except WahaError as e:
+            log.debug("WAHA courtesy call failed: %s", e)
+
+    def _record(self, chat: ChatStore, reply_id: str, waha_id: str, status: str) -> None:
+        sk, ck, filed_as = chat.sk, chat.ck, waha_id or reply_id
+        chat.scripts.outbox_sent(
+            keys=[ck.lease, ck.outbox, ck.log, ck.msgs, sk.seen(filed_as), sk.early_ack(filed_as)],
+            args=[chat.token, reply_id, waha_id, now_ms(), chat.settings.dedupe_ttl_s, status],
+        )
+
+    def _retry_later(self, chat: ChatStore, error: str) -> None:
+        attempts = int(self.redis.hincrby(chat.ck.state, "send_attempts", 1))
+        delay_ms = min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (attempts - 1))
+        self.redis.hset(chat.ck.state, "send_retry_at_ms", now_ms() + delay_ms)
+        log.warning(
+            "WAHA send to %s failed (%s); attempt %d, retry in %d ms",
+            mask_chat(chat.chat_id, chat.settings.mask_phones), error, attempts, delay_ms,
+        )  # fmt: skip
+
+    def _dead_letter(self, chat: ChatStore, entry: dict, error: str) -> None:
+        item = {
+            "kind": "send",
+            "session": chat.session,
+            "chat": chat.chat_id,
+            "reply_id": entry["id"],
+            "error": error,
+            "at_ms": now_ms(),
+        }
+        pipe = self.redis.pipeline()
+        pipe.lpush(keys.DEADLETTER, json.dumps(item))
+        pipe.ltrim(keys.DEADLETTER, 0, chat.settings.deadletter_max - 1)
+        pipe.execute()
+        log.error("WAHA refused a reply to %s for good: %s", mask_chat(chat.chat_id, chat.settings.mask_phones), error)
+
+    # --- session hold (422) -------------------------------------------------------------------------
+
+    def hold(self, sk: keys.SessionKeys, reason: str) -> None:
+        if self.redis.hsetnx(sk.status, "held_ms", now_ms()):
+            log.warning("holding sends of WAHA session %s: %s", sk.session, reason)
+
+    def probe_hold(self, sk: keys.SessionKeys) -> None:
+        """If no session.status webhook lifts a hold, ask WAHA directly (after a while, on ticks)."""
+        held = self.redis.hget(sk.status, "held_ms")
+        if not held or now_ms() - int(held) < HOLD_PROBE_AFTER_MS:
+            return
+        try:
+            status = self.waha.session_status(sk.session)
+        except WahaError:
+            return
+        if status == "WORKING":
+            self.redis.hdel(sk.status, "held_ms")
+            log.info("WAHA session %s is WORKING again; sends resume", sk.session)
+        else:
+            self.redis.hset(sk.status, "held_ms", now_ms())

@@ -1,0 +1,121 @@
+"""One chat's data in Redis as its handlers see it: lease, state, inbox, and the atomic commit of a turn.
+
+A chat is held by one handler at a time (worker or notifier) through a lease with an
+expiry and a fencing token; every write a handler makes checks the token first, so a
+handler that stalled past its lease cannot overwrite the work of the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from wsm.core.clock import now_ms
+from wsm.core.settings import Settings
+from wsm.store import keys
+from wsm.store.scripts import Scripts
+from wsm.store.turn import Turn
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a handler read under the lease."""
+
+    state: dict[str, str]
+    inbox: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return self.state.get("status", "")
+
+
+class ChatStore:
+    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings, session: str, chat_id: str) -> None:
+        self.redis = client
+        self.scripts = scripts
+        self.settings = settings
+        self.sk = keys.SessionKeys(session)
+        self.ck = self.sk.chat(chat_id)
+        self.session = session
+        self.chat_id = chat_id
+        self.token = ""
+        self._renewed_at = float("-inf")
+
+    # --- lease -------------------------------------------------------------------------------------
+
+    def acquire(self) -> Snapshot | None:
+        """Take the lease and read state and inbox in one step; None when another handler holds the chat."""
+        found = self.scripts.acquire_lease(
+            keys=[self.sk.fence, self.ck.lease, self.ck.state, self.ck.inbox], args=[self.settings.lease_ms]
+        )
+        if not found:
+            return None
+        self.token, flat_state, inbox = found
+        self._renewed_at = time.monotonic()
+        state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
+        return Snapshot(state, [json.loads(raw) for raw in inbox])
+
+    def heartbeat(self) -> bool:
+        """Extend the lease; False means another handler owns the chat now and we must stop.
+
+        Skipped while less than a third of the lease has passed since it was last confirmed: it
+        cannot have expired yet, so the round trip would tell nothing.
+        """
+        if time.monotonic() - self._renewed_at < self.settings.lease_ms / 3000:
+            return True
+        held = bool(self.scripts.heartbeat_lease(keys=[self.ck.lease], args=[self.token, self.settings.lease_ms]))
+        if held:
+            self._renewed_at = time.monotonic()
+        return held
+
+    def release(self, examined: int = 0) -> bool:
+        """Give the chat back; True when it has work left (new messages or unsent replies)."""
+        more = self.scripts.release_lease(
+            keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready, self.ck.state],
+            args=[self.token, self.chat_id, examined],
+        )
+        self.token = ""
+        return bool(more)
+
+    # --- reading and committing ---------------------------------------------------------------------
+
+    def commit(
+        self,
+        turn: Turn,
+        handled: int = 0,
+        seen_ids: list[str] | None = None,
+        notify: dict[str, str] | None = None,
+        notify_due_ms: int | None = None,
+        kind: str = "reply",
+    ) -> bool:
+        """Apply a turn atomically: drop handled inbox messages, set state, queue the reply; False if lease lost."""
+        s = self.settings
+        replies = [self._reply(turn.text, seen_ids or [], kind)] if turn.text else []
+        result = self.scripts.commit_turn(
+            keys=[
+                self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
+                self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
+                self.sk.handle_stats, self.sk.queue_seq,
+            ],
+            args=[
+                self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
+                s.state_retention_s, turn.end, self.chat_id, self.session, keys.EVENTS_CHANNEL,
+                json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
+                uuid.uuid4().hex,
+            ],
+        )  # fmt: skip
+        return result == "ok"
+
+    @staticmethod
+    def _reply(text: str, seen_ids: list[str], kind: str) -> dict[str, str]:
+        reply_id = "wsm_" + uuid.uuid4().hex
+        now = now_ms()
+        entry = {"id": reply_id, "text": text, "kind": kind, "seen": seen_ids, "created_ms": now}
+        record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
+        record["source"] = "bot"
+        return {"id": reply_id, "entry": json.dumps(entry), "record": json.dumps(record, ensure_ascii=False)}

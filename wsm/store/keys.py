@@ -1,0 +1,98 @@
+"""The Redis key schema: the only place that builds a key or channel name.
+
+Every key of a WAHA session carries the hash tag ``{<session>}`` so that one
+atomic script can touch a chat's keys *and* the session's queue on Redis
+Cluster (all of a session lives in one slot; sessions spread across slots).
+Chat ids are put in keys as WAHA sends them (``5511...@c.us``).
+
+Per session ``S`` (prefix ``wsm:{S}:``):
+
+| key | type | holds | written by | bound / expiry |
+| --- | --- | --- | --- | --- |
+| ``seen:<payload.id>`` | string | "1": this message id is already stored | ingest, outbound record | ``WSM_DEDUPE_TTL_S`` (24 h) |
+| ``chat:<C>:log`` | list | message ids of the chat, oldest first | ingest, worker | ``WSM_HISTORY_MAX`` (LTRIM) |
+| ``chat:<C>:msgs`` | hash | message id -> JSON record (direction, text, status, media...) | ingest, worker, ack | same ids as ``log`` |
+| ``chat:<C>:inbox`` | list | ids of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
+| ``chat:<C>:state`` | hash | status, flow step, fields, last_seen_ms, ... | ingest, worker | ``WSM_STATE_RETENTION_S`` after last activity |
+| ``chat:<C>:outbox`` | list | JSON replies not yet confirmed sent, in order | worker, notifier | drained by the sender |
+| ``chat:<C>:lease`` | string | fencing token of the process holding the chat | worker, notifier | ``WSM_LEASE_MS`` |
+| ``chat:<C>:notify`` | hash | last told position, send times in the last hour | notifier | deleted when the chat leaves the queue |
+| ``ready`` | set | chats with unhandled inbox or outbox | ingest, worker | members removed when drained |
+| ``active`` | zset | chats holding an attendant slot, score = last activity ms | ingest, worker | ``WSM_MAX_ACTIVE`` members |
+| ``queue`` | zset | waiting chats, score = ticket number (FIFO) | ingest, worker | one member per chat |
+| ``queue:seq`` | string | last ticket number given | ingest | counter |
+| ``notify:due`` | zset | waiting chats, score = ms when they may be told again | ingest, notifier | one member per waiting chat |
+| ``stats:handle_ms`` | list | recent conversation durations (ms) | worker | last 50 |
+| ``fence`` | string | fencing-token counter for leases | worker, notifier | counter |
+| ``session`` | hash | WAHA session status, changed_at_ms, history | webhook | 1 hash |
+| ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
+
+Global:
+
+| key | type | holds | bound |
+| --- | --- | --- | --- |
+| ``wsm:sessions`` | set | WAHA session names seen | one per session |
+| ``wsm:deadletter`` | list | events / sends that failed for good, with the last error | ``WSM_DEADLETTER_MAX`` |
+
+Pub/Sub channel ``wsm:events`` carries small JSON wake-up events
+(see :mod:`wsm.store.events`); the keys above stay the truth.
+"""
+
+from __future__ import annotations
+
+PREFIX = "wsm"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+SESSIONS = f"{PREFIX}:sessions"
+DEADLETTER = f"{PREFIX}:deadletter"
+
+
+def session_tag(session: str) -> str:
+    """Return the key prefix of one WAHA session (its Redis Cluster hash tag)."""
+    if not session or "{" in session or "}" in session:
+        raise ValueError(f"invalid session name: {session!r}")
+    return f"{PREFIX}:{{{session}}}"
+
+
+class SessionKeys:
+    """Key names of one WAHA session; chat keys come from :meth:`chat`."""
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        tag = session_tag(session)
+        self.tag = tag
+        self.ready = f"{tag}:ready"
+        self.active = f"{tag}:active"
+        self.queue = f"{tag}:queue"
+        self.queue_seq = f"{tag}:queue:seq"
+        self.notify_due = f"{tag}:notify:due"
+        self.handle_stats = f"{tag}:stats:handle_ms"
+        self.fence = f"{tag}:fence"
+        self.status = f"{tag}:session"
+
+    def seen(self, message_id: str) -> str:
+        return f"{self.tag}:seen:{message_id}"
+
+    def early_ack(self, message_id: str) -> str:
+        return f"{self.tag}:ack:{message_id}"
+
+    def chat(self, chat_id: str) -> ChatKeys:
+        return ChatKeys(self.tag, chat_id)
+
+
+class ChatKeys:
+    """Key names of one chat inside a session."""
+
+    def __init__(self, tag: str, chat_id: str) -> None:
+        base = f"{tag}:chat:{chat_id}"
+        self.chat_id = chat_id
+        self.log = f"{base}:log"
+        self.msgs = f"{base}:msgs"
+        self.inbox = f"{base}:inbox"
+        self.state = f"{base}:state"
+        self.outbox = f"{base}:outbox"
+        self.lease = f"{base}:lease"
+        self.notify = f"{base}:notify"
+
+    def all(self) -> list[str]:
+        """Every key that holds this chat's data (for export and erase)."""
+        return [self.log, self.msgs, self.inbox, self.state, self.outbox, self.lease, self.notify]

@@ -1,0 +1,48 @@
+"""Every atomic Redis operation is a Lua file in ``wsm/store/lua/``; this module loads them.
+
+redis-py's ``register_script`` runs EVALSHA and re-loads the script after a
+``SCRIPT FLUSH`` or a Redis restart, so callers just call the script.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+NAMES = (
+    "ingest_message",
+    "apply_ack",
+    "session_status",
+    "commit_turn",
+    "admit_next",
+    "release_lease",
+    "outbox_sent",
+    "heartbeat_lease",
+    "acquire_lease",
+)
+
+
+@cache
+def _source(name: str) -> str:
+    return resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The project's Lua scripts bound to one client; attribute per script name."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        for name in NAMES:
+            setattr(self, name, client.register_script(_source(name)))
+
+    ingest_message: Script
+    apply_ack: Script
+    session_status: Script
+    commit_turn: Script
+    admit_next: Script
+    release_lease: Script
+    outbox_sent: Script
+    heartbeat_lease: Script
+    acquire_lease: Script

@@ -1,0 +1,2 @@
+"""The WAHA wire format: webhook events parsed into ours, the REST client, the HMAC signature. Imports only
+``wsm.core``."""

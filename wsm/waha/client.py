@@ -1,0 +1,98 @@
+"""WAHA's REST API as the bot uses it, with WAHA's answers mapped to our error tree.
+
+Only connection failures before a request is sent are retried here (urllib3, safe for POST);
+timeouts and 5xx surface as :class:`WahaRetryable` so the outbox keeps the reply and retries later.
+The API key goes in ``X-Api-Key`` and never into an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import urllib3
+from urllib3.util.retry import Retry
+
+from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
+
+log = logging.getLogger(__name__)
+
+
+class WahaClient:
+    """urllib3 directly rather than requests: two calls per reply, and requests' per-call work showed in profiles."""
+
+    def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0, pool_size: int = 64) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if api_key:
+            self.headers["X-Api-Key"] = api_key
+        retry = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2, allowed_methods=None)
+        self.http = urllib3.PoolManager(
+            num_pools=4, maxsize=pool_size, block=False, retries=retry, timeout=urllib3.Timeout(total=timeout_s)
+        )
+
+    def send_text(self, session: str, chat_id: str, text: str) -> str:
+        """Send a text; returns WAHA's message id ('' when this engine's answer has none)."""
+        answer = self._post("/api/sendText", {"session": session, "chatId": chat_id, "text": text})
+        return _message_id(answer)
+
+    def send_seen(self, session: str, chat_id: str, message_ids: list[str] | None = None) -> None:
+        body: dict[str, Any] = {"session": session, "chatId": chat_id}
+        if message_ids:
+            body["messageIds"] = message_ids
+        self._post("/api/sendSeen", body)
+
+    def start_typing(self, session: str, chat_id: str) -> None:
+        self._post("/api/startTyping", {"session": session, "chatId": chat_id})
+
+    def stop_typing(self, session: str, chat_id: str) -> None:
+        self._post("/api/stopTyping", {"session": session, "chatId": chat_id})
+
+    def session_status(self, session: str) -> str:
+        return str(self._call("GET", f"/api/sessions/{session}").get("status", ""))
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, body)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        try:
+            res = self.http.request(method, self.base_url + path, body=payload, headers=self.headers)
+        except urllib3.exceptions.HTTPError as e:
+            raise WahaRetryable(f"{path}: {type(e).__name__}") from None
+        if res.status >= 500 or res.status == 429:
+            raise WahaRetryable(f"{path}: HTTP {res.status}")
+        if res.status == 422:
+            raise WahaSessionNotReady(f"{path}: session not WORKING ({self._error_text(res)})")
+        if res.status >= 400:
+            raise WahaRejected(f"{path}: HTTP {res.status} {self._error_text(res)}")
+        try:
+            return json.loads(res.data) if res.data else {}
+        except ValueError:
+            return {}
+
+    def _error_text(self, res: urllib3.BaseHTTPResponse) -> str:
+        """WAHA's own error text, short, with our API key blanked should WAHA (or a proxy) echo it back."""
+        raw = res.data.decode("utf-8", "replace")
+        try:
+            data = json.loads(raw)
+            text = str(data.get("error") or data.get("message") or data) if isinstance(data, dict) else str(data)
+        except ValueError:
+            text = raw
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return text[:200]
+
+
+def _message_id(answer: Any) -> str:
+    """WAHA's sendText answer varies by engine: id may be a string, {_serialized}, or missing."""
+    if not isinstance(answer, dict):
+        return ""
+    found = answer.get("id")
+    if isinstance(found, dict):
+        found = found.get("_serialized") or found.get("id")
+    if not found and isinstance(answer.get("key"), dict):
+        found = answer["key"].get("id")
+    return found if isinstance(found, str) else ""
