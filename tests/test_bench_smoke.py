@@ -13,10 +13,12 @@ import sys
 import pytest
 
 from infra.platform.processes import REPO
+from tests.programs import require_program
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    require_program("wrk", "apt-get install wrk")
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     argv = [sys.executable, "-m", "bench.run", "--quick", "--only", "d", "--only", "c.notifier", "--json-out", str(out)]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=100, check=False)

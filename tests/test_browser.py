@@ -2,7 +2,7 @@
 
 Two people chat side by side on the page, as ``make local`` runs it (the simulator is a process of the
 system); one attendant slot, so the second waits in line and is served when the first leaves. Chromium
-comes from Debian (``make browser-deps``); Playwright drives it. A screenshot is saved to
+comes from Debian (``make system-deps``, run by ``make test``); Playwright drives it. A screenshot is saved to
 ``tests/artifacts/browser.png`` for a person to look at.
 """
 
@@ -18,10 +18,10 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from infra.platform.local import LocalConfig, LocalSystem
 from infra.platform.redis_server import free_port
+from tests.programs import require_program
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -69,9 +69,9 @@ def system(tmp_path: Path) -> Iterator[LocalSystem]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)"
+    chromium = require_program("chromium", "apt-get install chromium")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
