@@ -12,19 +12,37 @@ chat are matched to earlier messages, which understates their latency.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections import defaultdict
 
 from bench.bodies import BodyMaker, chat_id
 from bench.loadgen import Sent, open_loop
+from bench.lossy.main import CHANNEL as LOSSY_CHANNEL
 from bench.plan import Plan
 from bench.recorder import RecorderClient
 from bench.report import Row, num, percentile
-from bench.stack import HMAC_KEY, cpu_delta, system_cpu
+from bench.stack import (
+    HMAC_KEY,
+    SERVE_ENV,
+    clean_env,
+    client_for,
+    cpu_delta,
+    log_path,
+    private_redis,
+    running,
+    system_cpu,
+    url_of,
+)
 from infra.platform.local import LocalSystem
+from infra.platform.processes import BIN, REPO, ManagedProcess
+from infra.platform.redis_server import free_port
 
 SESSION = "default"
 TARGET_P99_MS = 20.0
+TARGET_P99_VS_LOSSY = 1.5
+TARGET_CPU_MS_PER_MESSAGE = 3.0
 _groups = iter(range(800, 900))
 
 
@@ -38,12 +56,12 @@ def schedule(maker: BodyMaker, rate: float, seconds: float, chats: list[str], t0
     return out
 
 
-def send_and_collect(plan: Plan, system: LocalSystem, recorder: RecorderClient, seconds: float) -> tuple:
+def send_and_collect(plan: Plan, webhook_url: str, recorder: RecorderClient, seconds: float) -> tuple:
     group = next(_groups)
     chats = [chat_id(group, i) for i in range(plan.e2e_chats)]
     plan_ = schedule(BodyMaker(SESSION, HMAC_KEY), plan.e2e_rate_per_s, seconds, chats, 0.0)
     t0 = time.time() + 0.5
-    sent = open_loop(system.webhook_url, [(t0 + due, *rest) for due, *rest in plan_])
+    sent = open_loop(webhook_url, [(t0 + due, *rest) for due, *rest in plan_])
     replies = wait_for_replies(recorder, set(chats), sum(s.ok for s in sent))
     return sent, replies
 
@@ -78,12 +96,31 @@ def match(sent: list[Sent], replies: list) -> tuple[list[float], int, int]:
     return latencies, missing, extra
 
 
+def lossy_reference(plan: Plan, recorder: RecorderClient) -> dict:
+    """The seed-like path (webhook -> PUBLISH -> one subscriber -> sendText) under the same load, minutes apart."""
+    with private_redis(appendonly=False) as server, running(lossy_process(server.url)) as webhook:
+        relay = ManagedProcess("lossy relay", lossy_relay_argv(server.url, recorder.url), clean_env(), None,
+                               log_path("lossy-relay"))  # fmt: skip
+        with running(relay):
+            client = client_for(server.url)
+            while not client.pubsub_numsub(LOSSY_CHANNEL)[0][1]:
+                time.sleep(0.05)
+            recorder.reset(0)
+            send_and_collect(plan, url_of(webhook), recorder, plan.e2e_warmup_s)
+            recorder.reset(0)
+            sent, replies = send_and_collect(plan, url_of(webhook), recorder, plan.e2e_duration_s)
+    latencies, missing, _extra = match(sent, replies)
+    lat_ms = [x * 1000 for x in latencies]
+    return {"missing": missing, **{f"p{p}_ms": round(percentile(lat_ms, p), 2) for p in (50, 95, 99)}}
+
+
 def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict, list[Row]]:
+    reference = lossy_reference(plan, recorder)
     recorder.reset(0)
-    send_and_collect(plan, system, recorder, plan.e2e_warmup_s)  # warm-up: other chats, not counted
+    send_and_collect(plan, system.webhook_url, recorder, plan.e2e_warmup_s)  # warm-up: other chats, not counted
     cpu_before = system_cpu(system, recorder.pid)
     recorder.reset(0)
-    sent, replies = send_and_collect(plan, system, recorder, plan.e2e_duration_s)
+    sent, replies = send_and_collect(plan, system.webhook_url, recorder, plan.e2e_duration_s)
     cpu = cpu_delta(cpu_before, system_cpu(system, recorder.pid))
     answered = recorder.calls().get("sendSeen messageIds", 0)  # messages a reply was sent for, merged or not
     latencies, missing, extra = match(sent, replies)
@@ -103,7 +140,11 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
         "max_ms": round(max(lat_ms), 2) if lat_ms else None,
         "cpu_s": cpu,
         "cpu_ms_per_message": {name: round(s * 1000 / len(sent), 2) for name, s in cpu.items()},
+        "lossy_reference": reference,
     }
+    ours_cpu_ms = sum(v for name, v in figures["cpu_ms_per_message"].items() if name != "load generator")
+    figures["cpu_ms_per_message_total"] = round(ours_cpu_ms, 2)
+    ratio = figures["p99_ms"] / reference["p99_ms"] if lat_ms and reference["p99_ms"] else math.nan
     rows = [
         Row(
             "b",
@@ -112,6 +153,14 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
             f" | max {num(figures['max_ms'] or float('nan'), 1)} ms",
             f"p99 ≤ {TARGET_P99_MS:g} ms",
             bool(lat_ms) and figures["p99_ms"] <= TARGET_P99_MS,
+        ),
+        Row(
+            "b",
+            "p99 vs the seed-like lossy path (same load, same run)",
+            f"ours {num(figures['p99_ms'], 1)} ms vs lossy {num(reference['p99_ms'], 1)} ms "
+            f"(p50 {num(reference['p50_ms'], 1)}, {reference['missing']} missing): **{num(ratio, 2)} ×**",
+            f"≤ {TARGET_P99_VS_LOSSY:g} × lossy",
+            ratio <= TARGET_P99_VS_LOSSY,
         ),
         Row(
             "b",
@@ -125,7 +174,10 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
         Row(
             "b",
             "CPU ms per message, by process",
-            " | ".join(f"{name} {v:.2f}" for name, v in figures["cpu_ms_per_message"].items()),
+            " | ".join(f"{name} {v:.2f}" for name, v in figures["cpu_ms_per_message"].items())
+            + f" | **{ours_cpu_ms:.2f} total** (load generator excluded)",
+            f"≤ {TARGET_CPU_MS_PER_MESSAGE:g} ms",
+            ours_cpu_ms <= TARGET_CPU_MS_PER_MESSAGE,
         ),
     ]
     return figures, rows
@@ -137,3 +189,19 @@ def conditions(plan: Plan) -> str:
         f"{plan.e2e_rate_per_s} msg/s from {plan.e2e_chats} chats for {plan.e2e_duration_s:g} s "
         f"(after {plan.e2e_warmup_s:g} s warm-up on other chats); WSM_TYPING_MS_PER_CHAR=0, slots > chats"
     )
+
+
+def lossy_process(redis_url: str) -> ManagedProcess:
+    """The lossy webhook under the same Functions Framework and serving settings as ours."""
+    argv = [
+        str(BIN / "functions-framework"),
+        "--source", str(REPO / "bench" / "lossy" / "main.py"),
+        "--target", "lossy",
+        "--host", "127.0.0.1",
+        "--port", str(port := free_port()),
+    ]  # fmt: skip
+    return ManagedProcess("lossy", argv, clean_env(REDIS_URL=redis_url, **SERVE_ENV), port, log_path("lossy"))
+
+
+def lossy_relay_argv(redis_url: str, waha_url: str) -> list[str]:
+    return [sys.executable, "-m", "bench.lossy_relay", "--redis-url", redis_url, "--waha-url", waha_url]
