@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -67,12 +66,6 @@ class Platform:
 
     def texts(self, chat: str) -> list[str]:
         return [c.json["text"] for c in self.sim.sent_texts(chat)]
-
-
-@pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
 
 
 def make_platform(r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch, **env: str) -> Platform:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from infra.platform.local import LocalConfig, LocalSystem
-from infra.platform.redis_server import free_port
+from infra.platform.local import LocalSystem
+from tests.conftest import local_config
 from tests.programs import require_program
 
 pytestmark = pytest.mark.slow
@@ -53,16 +53,7 @@ def system(tmp_path: Path) -> Iterator[LocalSystem]:
     }
     for name in ("REDIS_URL", "WAHA_URL"):
         env.pop(name, None)
-    config = LocalConfig(
-        webhook_port=free_port(),
-        worker_port=free_port(),
-        notifier_port=free_port(),
-        waha_sim_port=free_port(),
-        redis_port=free_port(),
-        data_dir=tmp_path,
-        env=env,
-    )
-    local = LocalSystem(config).start()
+    local = LocalSystem(local_config(tmp_path, env)).start()
     yield local
     local.stop()
 

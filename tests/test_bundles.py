@@ -151,12 +151,6 @@ def envs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BundleEnv]:
     return built
 
 
-@pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
-
-
 @contextmanager
 def serve(env: BundleEnv, redis_url: str, waha_url: str) -> Iterator[str]:
     """The bundle under its venv's Functions Framework, run from the bundle folder; yields its URL."""

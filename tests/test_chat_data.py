@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,6 @@ from wsm.store import keys
 WSM = str(Path(sys.executable).parent / "wsm")
 ANA, BRUNO, CARLA = "5511966661111@c.us", "5511977772222@c.us", "5511988883333@c.us"
 SK = keys.SessionKeys("default")
-
-
-@pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
 
 
 @pytest.fixture

@@ -234,12 +234,6 @@ def test_aws_deploy_of_the_worker_has_no_url_and_the_router_target_reaches_it(
         target.close()
 
 
-@pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
-
-
 def invoke_like_lambda(task: Path, event: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """Load ``lambda_handler.handler`` from ``task`` as Lambda's runtime does, in a Python that sees nothing else."""
     script = (

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.local import LocalSystem
 from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
+from tests.conftest import local_config
 from wsm.conversation.history import read_history
 from wsm.store.connection import get_redis
 
@@ -42,15 +43,7 @@ class System:
             "WSM_NOTIFY_MIN_INTERVAL_S": "0",
             "WSM_LEASE_MS": "3000",
         }
-        config = LocalConfig(
-            waha_url=self.sim.url,
-            webhook_port=webhook_port,
-            worker_port=free_port(),
-            notifier_port=free_port(),
-            redis_port=free_port(),
-            data_dir=tmp_path,
-            env={**os.environ, **base, **env},
-        )
+        config = local_config(tmp_path, {**os.environ, **base, **env}, waha_url=self.sim.url, webhook_port=webhook_port)
         config.env.pop("REDIS_URL", None)
         self.local = LocalSystem(config).start()
 

@@ -59,12 +59,6 @@ def handlers() -> dict[str, LambdaHandler]:
 
 
 @pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
-
-
-@pytest.fixture
 def env(redis_url: str, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The functions' settings, as Lambda would pass them in environment variables."""
     for name, value in {

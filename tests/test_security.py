@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ import requests
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
-from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.local import LocalSystem
 from infra.platform.redis_server import RedisServer, TlsFiles, free_port, supports_tls
 from infra.platform.router import Router
 from infra.platform.triggers import NOTIFIER, SUBSCRIPTIONS, WORKER, DeliveryFailed, Triggers
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
+from tests.conftest import local_config
 from wsm.attendance import notifier, worker
 from wsm.conversation.history import read_history
 from wsm.core.errors import WahaError
@@ -83,9 +84,9 @@ class InProcessTarget:
 
 
 @pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator(api_key=API_KEY) as s:
-        yield s
+def sim_options() -> dict[str, Any]:
+    """The shared ``sim`` fixture's simulator asks for the API key here."""
+    return {"api_key": API_KEY}
 
 
 def platform_env(monkeypatch: pytest.MonkeyPatch, waha_url: str) -> None:
@@ -226,16 +227,7 @@ def test_real_processes_print_no_secret_and_no_full_number(tmp_path: Path, sim: 
             "WSM_NOTIFY_MIN_INTERVAL_S": "0",
             "GUNICORN_LOG_LEVEL": "debug",
         }
-        config = LocalConfig(
-            redis_url=server.url,
-            waha_url=sim.url,
-            webhook_port=free_port(),
-            worker_port=free_port(),
-            notifier_port=free_port(),
-            data_dir=tmp_path,
-            env=env,
-        )
-        local = LocalSystem(config).start()
+        local = LocalSystem(local_config(tmp_path, env, redis_url=server.url, waha_url=sim.url)).start()
         try:
             url = local.webhook_url
             texts = lambda chat: [c.json["text"] for c in sim.sent_texts(chat)]  # noqa: E731

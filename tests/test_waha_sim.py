@@ -68,12 +68,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def sim() -> Iterator[WahaSimulator]:
-    with WahaSimulator() as s:
-        yield s
-
-
-@pytest.fixture
 def http() -> Iterator[requests.Session]:
     with requests.Session() as s:
         yield s

@@ -70,7 +70,7 @@ def load_flow(path: str | Path | None = None) -> Flow:
         return _default_flow()
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise FlowError(f"cannot read flow file {path}: {e}") from e
     return parse_flow(data)
 
