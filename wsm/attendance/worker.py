@@ -15,6 +15,7 @@ from wsm.attendance.queue import admit_waiting
 from wsm.conversation.flow import normalize
 from wsm.core.clock import now_ms
 from wsm.core.privacy import mask_chat
+from wsm.core.status import ChatStatus, EndReason
 from wsm.delivery.outbox import Delivery
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
@@ -105,9 +106,9 @@ class Worker(Handler):
                 return  # its holder looks again before letting go
             examined, ended = 0, False
             try:
-                if snap.inbox and snap.status == "active":
+                if snap.inbox and snap.status == ChatStatus.ACTIVE:
                     ended = self._converse(store, snap.state, snap.inbox)
-                elif snap.inbox and snap.status == "waiting":
+                elif snap.inbox and snap.status == ChatStatus.WAITING:
                     examined, ended = self._check_waiting(store, snap.state, snap.inbox)
                 if self.sender.deliver(store) is Delivery.LOST_LEASE:
                     return
@@ -122,7 +123,7 @@ class Worker(Handler):
         """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""
         ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
         turn = self.engine.turn(state, [m.get("text") or "" for m in ordered])
-        if turn.end == "handoff":
+        if turn.end is EndReason.HANDOFF:
             turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
         store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])
         return bool(turn.end)

@@ -17,6 +17,7 @@ import redis
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
+from wsm.core.status import ChatStatus, ended_status
 from wsm.store import keys
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
@@ -77,7 +78,7 @@ class ChatStore:
         """Give the chat back; True when it has work left (new messages or unsent replies)."""
         more = self.scripts.release_lease(
             keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready, self.ck.state],
-            args=[self.token, self.chat_id, examined],
+            args=[self.token, self.chat_id, examined, ChatStatus.WAITING],
         )
         self.token = ""
         return bool(more)
@@ -104,9 +105,10 @@ class ChatStore:
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
-                s.state_retention_s, turn.end, self.chat_id, self.session, keys.EVENTS_CHANNEL,
+                s.state_retention_s, turn.end or "", self.chat_id, self.session, keys.EVENTS_CHANNEL,
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
-                uuid.uuid4().hex,
+                uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
+                ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING,
             ],
         )  # fmt: skip
         return result == "ok"
