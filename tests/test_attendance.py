@@ -257,6 +257,7 @@ def test_other_4xx_is_dead_lettered_with_the_reason(platform: Platform) -> None:
     platform.say(A, "oi")
     [entry] = [json.loads(x) for x in platform.r.lrange(keys.DEADLETTER, 0, -1)]
     assert entry["chat"] == A and "400" in entry["error"]
+    assert set(entry) == {"kind", "session", "chat", "reply_id", "error", "at_ms"} and entry["kind"] == "send"
     assert read_history(platform.r, "default", A)[-1]["status"] == "FAILED"
     assert platform.r.llen(SK.chat(A).outbox) == 0
 

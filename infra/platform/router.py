@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
-import json
 import logging
 import random
 import signal
@@ -26,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import click
 import redis
@@ -37,6 +35,7 @@ from redis.retry import Retry
 from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, url_triggers
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
+from wsm.delivery.deadletter import EVENT, write_dead_letter
 from wsm.store import keys
 from wsm.store.connection import get_redis
 from wsm.store.events import TICK, WakeUp
@@ -289,22 +288,13 @@ class Router:
             self._submit(_Delivery(delivery.target, event, to_cloudevent(event)))
 
     def _deadletter(self, delivery: _Delivery, reason: str) -> None:
-        entry = {
-            "kind": "event",
-            "type": delivery.event.type,
-            "session": delivery.event.session,
-            "chat": delivery.event.chat,
-            "target": delivery.target.name,
-            "attempts": delivery.attempt,
-            "error": reason,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
+        event = delivery.event
         try:
-            client = get_redis(self.settings.redis_url)
-            with client.pipeline(transaction=False) as pipe:
-                pipe.lpush(keys.DEADLETTER, json.dumps(entry))
-                pipe.ltrim(keys.DEADLETTER, 0, self.settings.deadletter_max - 1)
-                pipe.execute()
+            write_dead_letter(
+                get_redis(self.settings.redis_url), EVENT, reason, self.settings.deadletter_max,
+                type=event.type, session=event.session, chat=event.chat, target=delivery.target.name,
+                attempts=delivery.attempt,
+            )  # fmt: skip
         except redis.RedisError as e:
             log.error("could not dead-letter %s for %s: %s", delivery.event.type, delivery.target.name, e)
         with self._lock:  # counted after the write, so a reader of the counter finds the entry
