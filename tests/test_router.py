@@ -231,6 +231,26 @@ def test_a_target_that_keeps_failing_gets_dead_lettered(worker, make_router, r):
         assert before_ms <= entry["at_ms"] <= after_ms  # the outbox's schema: one clock, milliseconds
 
 
+def test_an_event_the_target_refuses_as_bad_input_is_dead_lettered_without_retry(worker, make_router, r):
+    worker.plan = slow(0, status=400)
+    router = make_router(router_max_attempts=5)
+    publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+
+    wait_until(lambda: router.counters.deadlettered == 1)
+    assert len(worker.of_type(RECEIVED)) == 1 and router.counters.retried == 0
+    [entry] = [json.loads(raw) for raw in r.lrange(keys.DEADLETTER, 0, -1)]
+    assert (entry["error"], entry["attempts"]) == ("HTTP 400", 1)
+
+
+def test_too_many_requests_is_retried(worker, make_router, r):
+    worker.plan = fail_first(1, status=429)
+    router = make_router(router_max_attempts=3)
+    publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+
+    wait_until(lambda: len(worker.of_type(RECEIVED)) == 2 and router.in_flight == 0)
+    assert router.counters.deadlettered == 0
+
+
 def test_a_target_slower_than_the_timeout_fails(worker, make_router, r):
     worker.plan = slow(1.0)
     router = make_router(router_max_attempts=2, router_timeout_s=0.2)

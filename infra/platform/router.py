@@ -2,7 +2,8 @@
 
 It turns wake-up events from Redis Pub/Sub into CloudEvents for the functions
 subscribed to them (see :mod:`infra.platform.triggers`), adds a periodic tick, retries
-failures with backoff and dead-letters what keeps failing. Events are only
+failures with backoff and dead-letters what keeps failing (or what a target refused
+outright, :class:`~infra.platform.triggers.DeliveryRejected`, at once). Events are only
 doorbells (the Redis keys are the truth), which is what makes two shortcuts safe:
 
 - **coalescing**: while a delivery for (target, type, session, chat) is under
@@ -32,7 +33,15 @@ from cloudevents.http import CloudEvent
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, url_triggers
+from infra.platform.triggers import (
+    NOTIFIER,
+    TARGET_URLS,
+    WORKER,
+    DeliveryRejected,
+    Target,
+    Triggers,
+    url_triggers,
+)
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
 from wsm.delivery.deadletter import EVENT, write_dead_letter
@@ -267,7 +276,7 @@ class Router:
     def _failed(self, delivery: _Delivery, error: Exception, elapsed_ms: float) -> None:
         reason = str(error) or type(error).__name__
         self._log_outcome(logging.WARNING, delivery, reason, elapsed_ms)
-        if delivery.attempt < self.settings.router_max_attempts:
+        if delivery.attempt < self.settings.router_max_attempts and not isinstance(error, DeliveryRejected):
             with self._lock:
                 self._counters.retried += 1
             retry = dataclasses.replace(delivery, attempt=delivery.attempt + 1)

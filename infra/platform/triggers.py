@@ -45,7 +45,15 @@ SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
 
 
 class DeliveryFailed(WsmError):
-    """A target did not accept an event (non-2xx, timeout, connection error); the router retries."""
+    """A target did not accept an event (5xx, timeout, connection error); the router retries."""
+
+
+class DeliveryRejected(DeliveryFailed):
+    """The target refused the event itself (a 4xx other than 408/429): the same event would be refused
+    again, so the router dead-letters it at once instead of retrying."""
+
+
+RETRYABLE_4XX = frozenset({408, 429})  # timeout, too many requests: the event was fine, try again later
 
 
 class Target(Protocol):
@@ -94,6 +102,8 @@ class HttpTarget:
             raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
         except urllib3.exceptions.HTTPError as e:  # the message may hold the URL: keep the type only
             raise DeliveryFailed(type(e).__name__) from e
+        if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
+            raise DeliveryRejected(f"HTTP {response.status}")
         if not 200 <= response.status < 300:
             raise DeliveryFailed(f"HTTP {response.status}")
 
