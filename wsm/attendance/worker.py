@@ -29,6 +29,8 @@ STRANDED_AFTER_MS = 2000  # pending longer than this: no wake-up is coming, the 
 
 
 class Worker(Handler):
+    sweep_batch = SWEEP_BATCH  # ready chats one tick looks at (an SSCAN COUNT hint)
+
     def on_event(self, event: WakeUp) -> None:
         for session in self.sessions(event):
             sk = keys.SessionKeys(session)
@@ -58,10 +60,14 @@ class Worker(Handler):
     def _stranded(self, sk: keys.SessionKeys) -> list[str]:
         """Chats whose oldest pending message or reply waited longer than a wake-up takes to be handled.
 
-        Candidates are the ``ready`` set plus, as a safety net, active chats with unhandled messages.
-        Fresh work is left to the events already on their way, so a tick never competes with them.
+        Candidates are one batch of the ``ready`` set plus, as a safety net, active chats (at most
+        ``WSM_MAX_ACTIVE``) with unhandled messages. The batch is one SSCAN step from a cursor kept in
+        Redis, so a tick costs O(batch) however many chats are ready, and successive ticks cover them
+        all. Fresh work is left to the events already on their way, so a tick never competes with them.
         """
-        candidates = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
+        cursor, batch = self.redis.sscan(sk.ready, int(self.redis.get(sk.sweep_cursor) or 0), count=self.sweep_batch)
+        self.redis.set(sk.sweep_cursor, cursor)
+        candidates = set(batch)
         candidates.update(self.redis.zrange(sk.active, 0, -1))
         chats = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)

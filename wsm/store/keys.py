@@ -24,6 +24,7 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``notify:due`` | zset | waiting chats, score = ms when they may be told again | ingest, notifier | one member per waiting chat |
 | ``stats:handle_ms`` | list | recent conversation durations (ms) | worker | last 50 |
 | ``fence`` | string | fencing-token counter for leases | worker, notifier | counter |
+| ``sweep:cursor`` | string | SSCAN cursor of the tick's walk through ``ready`` (0: start again) | worker | 1 per session |
 | ``session`` | hash | WAHA session status, changed_at_ms, history | webhook | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
 
@@ -67,6 +68,7 @@ class SessionKeys:
         self.notify_due = f"{tag}:notify:due"
         self.handle_stats = f"{tag}:stats:handle_ms"
         self.fence = f"{tag}:fence"
+        self.sweep_cursor = f"{tag}:sweep:cursor"
         self.status = f"{tag}:session"
 
     def seen(self, message_id: str) -> str:
