@@ -359,9 +359,7 @@ class Router:
 
     def _on_message(self, raw: str) -> None:
         try:
-            event = WakeUp.from_json(raw)
-            if not all(isinstance(v, str | None) for v in (event.session, event.chat)):
-                raise ValueError("session and chat must be strings")
+            event = WakeUp.from_json(raw)  # checks the type and that session and chat are strings or null
         except ValueError:  # the text may hold a phone number: log its size only
             with self._lock:
                 self._counters.invalid += 1
@@ -386,7 +384,8 @@ class Router:
 def main(worker_url: str, notifier_url: str) -> None:
     """Route wake-up events from Redis to the worker and notifier functions as CloudEvents.
 
-    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function on LocalStack.
+    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function (boto3's configuration:
+    AWS_ENDPOINT_URL=http://localhost:4566 for LocalStack, credentials, AWS_DEFAULT_REGION).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
