@@ -1,4 +1,4 @@
-"""Build webhook bodies and headers exactly as WAHA sends them (see shared/WAHA.md).
+"""Build webhook bodies and headers exactly as WAHA sends them (waha.devlike.pro/docs/how-to/events).
 
 Used by the WAHA simulator, the tests and the benchmarks, so all three speak
 the same wire format.

@@ -1,8 +1,18 @@
 """One chat's data in Redis as its handlers see it: lease, state, inbox, and the atomic commit of a turn.
 
 A chat is held by one handler at a time (worker or notifier) through a lease with an
-expiry and a fencing token; every write a handler makes checks the token first, so a
-handler that stalled past its lease cannot overwrite the work of the next one.
+expiry and a fencing token. Every write to what the conversation holds (state set by a turn, inbox,
+outbox, history) is a script that checks the token first (``commit_turn``, ``outbox_sent``; a
+heartbeat before each send), so a handler that stalled past its lease cannot overwrite the work of
+the next one. These writes do not check it, and why that is safe:
+
+- the outbox's retry bookkeeping (``send_attempts``, ``send_retry_at_ms`` in the state, cleared after a
+  send): a stale value only moves the next attempt earlier or later; the reply stays in the outbox until
+  WAHA accepted it and ``outbox_sent`` (fenced) pops it;
+- the session's send hold (``held_ms`` in the ``session`` hash, set on a 422, lifted by a probe): it is the
+  session's, not a chat's, and a wrong value only delays sends until the next probe or status webhook;
+- the notifier's ``notify:due`` score of a chat it could not lease (``XX``: never re-adds a chat): it only
+  says when to look again.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Parse a WAHA webhook body into one of a few typed events, or refuse it with a reason.
 
-Validation follows shared/WAHA.md: the envelope's required fields and types are
-checked, then the payload of the events we use. Anything we deliberately do not
+Validation follows WAHA's webhook documentation (waha.devlike.pro/docs/how-to/events): the envelope's
+required fields and types are checked, then the payload of the events we use. Anything we deliberately do not
 handle becomes :class:`Ignored` (answered 200, because WAHA retries every non-2xx).
 """
 
