@@ -250,6 +250,7 @@ def test_other_4xx_is_dead_lettered_with_the_reason(platform: Platform) -> None:
     platform.say(A, "oi")
     [entry] = [json.loads(x) for x in platform.r.lrange(keys.DEADLETTER, 0, -1)]
     assert entry["chat"] == A and "400" in entry["error"]
+    assert set(entry) == {"kind", "session", "chat", "reply_id", "error", "at_ms"} and entry["kind"] == "send"
     assert read_history(platform.r, "default", A)[-1]["status"] == "FAILED"
     assert platform.r.llen(SK.chat(A).outbox) == 0
 
@@ -347,3 +348,32 @@ def test_tick_leaves_fresh_work_to_the_wake_ups_on_their_way(platform: Platform)
     assert len(platform.texts(A)) == 1
     platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))
     assert "nome completo" in platform.texts(A)[-1]
+
+
+def test_ticks_serve_every_stranded_chat_a_bounded_batch_at_a_time(platform: Platform) -> None:
+    platform.say(A, "oi")  # holds the only slot: everyone else waits
+    waiting = [f"55119100{i:05d}@c.us" for i in range(150)]
+    for chat in waiting:  # each joins the queue, then asks to leave it; every wake-up is lost
+        platform.ingestor.ingest(parse_event(wp.message_event(chat, "oi")))
+        platform.ingestor.ingest(parse_event(wp.message_event(chat, "sair")))
+    pipe = platform.r.pipeline()
+    for chat in waiting:
+        inbox = SK.chat(chat).inbox
+        stale = dict(json.loads(platform.r.lindex(inbox, 0)), received_ms=int(time.time() * 1000) - 10_000)
+        pipe.lset(inbox, 0, json.dumps(stale))
+    pipe.execute()
+    assert platform.r.object("encoding", SK.ready) == "hashtable"  # where SSCAN's COUNT bounds a step
+    platform.worker.sweep_batch = 20
+
+    def told() -> int:
+        return sum(1 for chat in waiting if platform.texts(chat) == [platform.worker.engine.flow.texts["left_queue"]])
+
+    platform.worker.on_event(WakeUp(TICK))
+    first = told()
+    assert 0 < first <= 60, first  # one tick looks at one batch, not the whole ready set
+    for _ in range(40):
+        if told() == len(waiting):
+            break
+        platform.worker.on_event(WakeUp(TICK))
+    assert told() == len(waiting)
+    assert platform.r.zrange(SK.queue, 0, -1) == [] and platform.r.smembers(SK.ready) == set()

@@ -16,6 +16,7 @@ from infra.waha_sim.core import WahaSimulator
 from tests.conftest import snapshot
 from tests.test_attendance import Platform, make_platform
 from wsm.conversation.history import read_history
+from wsm.delivery.deadletter import EVENT, write_dead_letter
 from wsm.ops.chat_data import erase_chat, export_chat
 from wsm.store import keys
 
@@ -48,10 +49,8 @@ def converse(platform: Platform, sim: WahaSimulator) -> None:
     platform.say(ANA, "", wp.ack_event(f"true_{ANA}_NEVERARRIVED", 2, ANA))  # an early ack that stays
     sim.fail_next(400, count=2)  # WAHA refuses the next reply for good: a dead-letter entry names Ana
     platform.say(ANA, "15/12")
-    failed = {"kind": "event", "type": "message.received", "session": "default", "chat": ANA, "error": "HTTP 500"}
-    platform.r.lpush(keys.DEADLETTER, json.dumps(failed))  # what the router leaves after giving up
-    other = {"kind": "event", "type": "message.received", "session": "default", "chat": BRUNO, "error": "HTTP 500"}
-    platform.r.lpush(keys.DEADLETTER, json.dumps(other))
+    for chat in (ANA, BRUNO):  # what the router leaves after giving up
+        write_dead_letter(platform.r, EVENT, "HTTP 500", 100, type="message.received", session="default", chat=chat)
 
 
 def traces(r: redis.Redis, needle: str) -> list[str]:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from infra.deploy.bundle import distributions, reachable_imports, read_requirements
 from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER
 from infra.waha_sim import payloads as waha_payloads
 from wsm.core import settings as settings_module
@@ -273,6 +274,26 @@ def test_router_image_runs_the_router() -> None:
     assert 'wsm-router = "infra.platform.router:main"' in (REPO / "pyproject.toml").read_text()
     for source, _ in copies(ROUTER_DOCKERFILE):
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def pinned_with_includes(path: Path) -> set[str]:
+    """Distributions a requirements file pins, following its ``-r`` includes."""
+    pinned, loose = read_requirements(path)
+    for line in loose:
+        include = line.removeprefix("-r").strip()
+        assert include != line, f"{path.name}: {line!r} is neither a pin nor an include"
+        pinned |= pinned_with_includes(path.parent / include)
+    return pinned
+
+
+def test_router_image_installs_every_distribution_the_router_imports() -> None:
+    [installed] = re.findall(r"pip install .*-r (\S+)", ROUTER_DOCKERFILE.read_text())
+    assert (installed, "./") in copies(ROUTER_DOCKERFILE)
+    imported = reachable_imports(REPO, [REPO / "infra/platform/router.py"], {"infra", "wsm"})
+    needed = distributions(imported, "router")
+    assert {"boto3", "botocore"} <= needed  # its lambda: targets
+    assert "localstack-client" not in needed  # a deploy tool, not the router's business
+    assert needed <= pinned_with_includes(REPO / installed), needed - pinned_with_includes(REPO / installed)
 
 
 def ignored_by_dockerignore(path: str, patterns: list[str]) -> str | None:

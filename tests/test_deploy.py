@@ -225,7 +225,9 @@ def test_aws_deploy_of_the_worker_has_no_url_and_the_router_target_reaches_it(
         pytest.skip("moto would run the function in Docker; the invoke below expects it cannot")
     # moto accepts the invoke but cannot execute Python without Docker: it answers a FunctionError,
     # which the router's target must report as a failed delivery (so the router retries).
-    monkeypatch.setenv("LOCALSTACK_HOST", moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{moto}")  # the router's boto3 client, no localstack-client
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     target = LambdaTarget(WORKER, "wsm-worker", timeout_s=10)
     try:
         with pytest.raises(DeliveryFailed, match="FunctionError"):

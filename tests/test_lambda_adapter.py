@@ -293,10 +293,17 @@ def _fails(event: Any) -> None:
     raise RuntimeError("boom")
 
 
+def aws_endpoint(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Where boto3 sends every AWS call (as for LocalStack), with LocalStack's placeholder credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
 @pytest.fixture
 def invoke_api(env: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[InvokeApi]:
     with InvokeApi({**handlers(), "wsm-broken": cloudevent_handler(_fails)}) as api:
-        monkeypatch.setenv("LOCALSTACK_HOST", api.host)  # where localstack-client sends every AWS call
+        aws_endpoint(monkeypatch, api.host)
         yield api
 
 
@@ -337,7 +344,7 @@ def test_lambda_target_reports_an_unknown_function_as_delivery_failed(invoke_api
 
 
 def test_lambda_target_without_an_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOCALSTACK_HOST", f"127.0.0.1:{free_port()}")
+    aws_endpoint(monkeypatch, f"127.0.0.1:{free_port()}")
     target = LambdaTarget(WORKER, "wsm-worker", timeout_s=2)
     try:
         with pytest.raises(DeliveryFailed, match="EndpointConnectionError"):

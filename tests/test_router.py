@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,7 +17,9 @@ from cloudevents.http import from_http
 from infra.platform.redis_server import RedisServer
 from infra.platform.router import Router
 from infra.platform.triggers import NOTIFIER, WORKER, url_triggers
+from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
+from wsm.delivery import deadletter
 from wsm.store import events, keys
 from wsm.store.events import WakeUp
 
@@ -208,23 +209,46 @@ def test_failed_deliveries_are_retried_until_accepted(worker, make_router, r):
 
 def test_a_target_that_keeps_failing_gets_dead_lettered(worker, make_router, r):
     worker.plan = slow(0, status=503)
+    before_ms = now_ms()
     router = make_router(router_max_attempts=3, deadletter_max=2)
     chats = [f"55119000000{i}@c.us" for i in range(3)]
     for chat in chats:
         publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", chat))
 
     wait_until(lambda: router.counters.deadlettered == 3)
+    after_ms = now_ms()
     assert len(worker.of_type(RECEIVED)) == 9
     entries = [json.loads(raw) for raw in r.lrange(keys.DEADLETTER, 0, -1)]
     assert len(entries) == 2  # trimmed to deadletter_max
     for entry in entries:
+        assert entry["kind"] == deadletter.EVENT
         assert entry["type"] == events.MESSAGE_RECEIVED
         assert entry["session"] == "default"
         assert entry["chat"] in chats
         assert entry["target"] == WORKER
         assert entry["attempts"] == 3
         assert entry["error"] == "HTTP 503"
-        datetime.fromisoformat(entry["time"])
+        assert before_ms <= entry["at_ms"] <= after_ms  # the outbox's schema: one clock, milliseconds
+
+
+def test_an_event_the_target_refuses_as_bad_input_is_dead_lettered_without_retry(worker, make_router, r):
+    worker.plan = slow(0, status=400)
+    router = make_router(router_max_attempts=5)
+    publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+
+    wait_until(lambda: router.counters.deadlettered == 1)
+    assert len(worker.of_type(RECEIVED)) == 1 and router.counters.retried == 0
+    [entry] = [json.loads(raw) for raw in r.lrange(keys.DEADLETTER, 0, -1)]
+    assert (entry["error"], entry["attempts"]) == ("HTTP 400", 1)
+
+
+def test_too_many_requests_is_retried(worker, make_router, r):
+    worker.plan = fail_first(1, status=429)
+    router = make_router(router_max_attempts=3)
+    publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+
+    wait_until(lambda: len(worker.of_type(RECEIVED)) == 2 and router.in_flight == 0)
+    assert router.counters.deadlettered == 0
 
 
 def test_a_target_slower_than_the_timeout_fails(worker, make_router, r):

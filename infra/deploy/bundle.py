@@ -139,12 +139,17 @@ def read_requirements(path: Path) -> tuple[set[str], list[str]]:
 
 def imported_distributions(bundle: Path) -> set[str]:
     """Normalized names of the installed distributions providing what the bundle's code imports."""
+    return distributions(third_party_imports(bundle), bundle.name)
+
+
+def distributions(modules: Iterable[str], label: str) -> set[str]:
+    """Normalized names of the installed distributions providing the top-level ``modules``."""
     providers = packages_distributions()
     found: set[str] = set()
-    for module in third_party_imports(bundle):
+    for module in modules:
         dists = providers.get(module)
         if not dists:
-            raise BundleError(f"{bundle.name}: no installed distribution provides {module!r}; install it to check")
+            raise BundleError(f"{label}: no installed distribution provides {module!r}; install it to check")
         found.update(normalize(d) for d in dists)
     return found
 
@@ -152,7 +157,13 @@ def imported_distributions(bundle: Path) -> set[str]:
 def third_party_imports(bundle: Path) -> set[str]:
     """Top-level names imported by the entry points and the bundled modules they reach, minus stdlib and own code."""
     own = {p.stem for p in bundle.glob("*.py")} | {SHARED}
-    todo = [bundle / "main.py", bundle / "lambda_handler.py"]
+    return reachable_imports(bundle, [bundle / "main.py", bundle / "lambda_handler.py"], own)
+
+
+def reachable_imports(root: Path, entries: Iterable[Path], own: set[str]) -> set[str]:
+    """Third-party top-level names imported by ``entries`` and by the modules of packages ``own`` (under ``root``)
+    that they reach."""
+    todo = list(entries)
     seen: set[Path] = set()
     external: set[str] = set()
     while todo:
@@ -163,7 +174,7 @@ def third_party_imports(bundle: Path) -> set[str]:
         for module in _imports(path):
             top = module.split(".", 1)[0]
             if top in own:
-                todo.extend(_module_file(bundle, module))
+                todo.extend(_module_file(root, module))
             elif top not in sys.stdlib_module_names:
                 external.add(top)
     return external
@@ -178,9 +189,9 @@ def _imports(path: Path) -> Iterable[str]:
             yield from (f"{node.module}.{alias.name}" for alias in node.names)  # "from wsm import keys"
 
 
-def _module_file(bundle: Path, module: str) -> list[Path]:
+def _module_file(root: Path, module: str) -> list[Path]:
     parts = module.split(".")
-    for candidate in (bundle.joinpath(*parts).with_suffix(".py"), bundle.joinpath(*parts, "__init__.py")):
+    for candidate in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
         if candidate.is_file():
             return [candidate]
     return []

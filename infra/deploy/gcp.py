@@ -12,17 +12,18 @@ for production, prefer ``--set-secrets`` with Secret Manager for ``WAHA_API_KEY`
 
 - webhook: HTTP trigger, public (``--allow-unauthenticated``): WAHA signs each request with HMAC.
 - worker, notifier: Pub/Sub trigger on the topic ``wsm-events`` (``GCP_EVENTS_TOPIC``), with ``--retry``
-  so an event whose run raised (Redis unreachable) is delivered again, as the router does locally.
+  so an event whose run raised (Redis unreachable) is delivered again, as the router does locally; a malformed
+  event returns normally (logged), so Pub/Sub does not retry it forever.
 
 How the Redis doorbell reaches them on GCP: nothing on GCP listens to Redis Pub/Sub, so the event
 router (``infra/platform/router.py``) is the bridge. It runs as one always-on process next to Redis (a Cloud Run
 service with min-instances=1 on the VPC connector, or a small VM), subscribes to ``wsm:events`` as it
 does locally and publishes each wake-up to the topic; Eventarc delivers it to the subscribed functions,
 and Pub/Sub's retries and dead-letter topic take over the router's. Cloud Scheduler publishing a tick to
-the same topic every minute replaces the router's tick. Two pieces are not built yet: a router target
-that publishes to Pub/Sub, and the functions unwrapping what Eventarc hands them, a
-``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent whose ``data.message.data`` is the base64
-wake-up JSON (``WakeUp.from_cloudevent`` reads ``wsm.*`` events only).
+the same topic every minute replaces the router's tick. The functions already unwrap what Eventarc
+hands them, a ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent whose ``data.message.data``
+is the base64 wake-up JSON (``WakeUp.from_cloudevent`` in ``wsm/store/events.py``), and acknowledge a
+malformed one instead of having it retried. Not built yet: the router target that publishes to Pub/Sub.
 """
 
 from __future__ import annotations

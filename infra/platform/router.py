@@ -2,7 +2,8 @@
 
 It turns wake-up events from Redis Pub/Sub into CloudEvents for the functions
 subscribed to them (see :mod:`infra.platform.triggers`), adds a periodic tick, retries
-failures with backoff and dead-letters what keeps failing. Events are only
+failures with backoff and dead-letters what keeps failing (or what a target refused
+outright, :class:`~infra.platform.triggers.DeliveryRejected`, at once). Events are only
 doorbells (the Redis keys are the truth), which is what makes two shortcuts safe:
 
 - **coalescing**: while a delivery for (target, type, session, chat) is under
@@ -18,7 +19,6 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
-import json
 import logging
 import random
 import signal
@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import click
 import redis
@@ -34,9 +33,18 @@ from cloudevents.http import CloudEvent
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from infra.platform.triggers import NOTIFIER, TARGET_URLS, WORKER, Target, Triggers, url_triggers
+from infra.platform.triggers import (
+    NOTIFIER,
+    TARGET_URLS,
+    WORKER,
+    DeliveryRejected,
+    Target,
+    Triggers,
+    url_triggers,
+)
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
+from wsm.delivery.deadletter import EVENT, write_dead_letter
 from wsm.store import keys
 from wsm.store.connection import get_redis
 from wsm.store.events import TICK, WakeUp
@@ -268,7 +276,7 @@ class Router:
     def _failed(self, delivery: _Delivery, error: Exception, elapsed_ms: float) -> None:
         reason = str(error) or type(error).__name__
         self._log_outcome(logging.WARNING, delivery, reason, elapsed_ms)
-        if delivery.attempt < self.settings.router_max_attempts:
+        if delivery.attempt < self.settings.router_max_attempts and not isinstance(error, DeliveryRejected):
             with self._lock:
                 self._counters.retried += 1
             retry = dataclasses.replace(delivery, attempt=delivery.attempt + 1)
@@ -289,22 +297,13 @@ class Router:
             self._submit(_Delivery(delivery.target, event, to_cloudevent(event)))
 
     def _deadletter(self, delivery: _Delivery, reason: str) -> None:
-        entry = {
-            "kind": "event",
-            "type": delivery.event.type,
-            "session": delivery.event.session,
-            "chat": delivery.event.chat,
-            "target": delivery.target.name,
-            "attempts": delivery.attempt,
-            "error": reason,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
+        event = delivery.event
         try:
-            client = get_redis(self.settings.redis_url)
-            with client.pipeline(transaction=False) as pipe:
-                pipe.lpush(keys.DEADLETTER, json.dumps(entry))
-                pipe.ltrim(keys.DEADLETTER, 0, self.settings.deadletter_max - 1)
-                pipe.execute()
+            write_dead_letter(
+                get_redis(self.settings.redis_url), EVENT, reason, self.settings.deadletter_max,
+                type=event.type, session=event.session, chat=event.chat, target=delivery.target.name,
+                attempts=delivery.attempt,
+            )  # fmt: skip
         except redis.RedisError as e:
             log.error("could not dead-letter %s for %s: %s", delivery.event.type, delivery.target.name, e)
         with self._lock:  # counted after the write, so a reader of the counter finds the entry
@@ -360,9 +359,7 @@ class Router:
 
     def _on_message(self, raw: str) -> None:
         try:
-            event = WakeUp.from_json(raw)
-            if not all(isinstance(v, str | None) for v in (event.session, event.chat)):
-                raise ValueError("session and chat must be strings")
+            event = WakeUp.from_json(raw)  # checks the type and that session and chat are strings or null
         except ValueError:  # the text may hold a phone number: log its size only
             with self._lock:
                 self._counters.invalid += 1
@@ -387,7 +384,8 @@ class Router:
 def main(worker_url: str, notifier_url: str) -> None:
     """Route wake-up events from Redis to the worker and notifier functions as CloudEvents.
 
-    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function on LocalStack.
+    A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function (boto3's configuration:
+    AWS_ENDPOINT_URL=http://localhost:4566 for LocalStack, credentials, AWS_DEFAULT_REGION).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()

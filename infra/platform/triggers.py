@@ -28,6 +28,7 @@ WORKER = "worker"
 NOTIFIER = "notifier"
 
 LAMBDA_SCHEME = "lambda:"
+DEFAULT_REGION = "us-east-1"  # a Lambda target's region when AWS_DEFAULT_REGION / AWS_REGION are unset
 
 # target name -> (environment variable, default URL)
 TARGET_URLS: Mapping[str, tuple[str, str]] = {
@@ -45,7 +46,15 @@ SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
 
 
 class DeliveryFailed(WsmError):
-    """A target did not accept an event (non-2xx, timeout, connection error); the router retries."""
+    """A target did not accept an event (5xx, timeout, connection error); the router retries."""
+
+
+class DeliveryRejected(DeliveryFailed):
+    """The target refused the event itself (a 4xx other than 408/429): the same event would be refused
+    again, so the router dead-letters it at once instead of retrying."""
+
+
+RETRYABLE_4XX = frozenset({408, 429})  # timeout, too many requests: the event was fine, try again later
 
 
 class Target(Protocol):
@@ -94,6 +103,8 @@ class HttpTarget:
             raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
         except urllib3.exceptions.HTTPError as e:  # the message may hold the URL: keep the type only
             raise DeliveryFailed(type(e).__name__) from e
+        if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
+            raise DeliveryRejected(f"HTTP {response.status}")
         if not 200 <= response.status < 300:
             raise DeliveryFailed(f"HTTP {response.status}")
 
@@ -102,12 +113,13 @@ class HttpTarget:
 
 
 class LambdaTarget:
-    """Invokes an AWS Lambda function (LocalStack through localstack-client) with a structured CloudEvent.
+    """Invokes an AWS Lambda function (on AWS or LocalStack) with a structured CloudEvent.
 
     The invoke is synchronous (``RequestResponse``) so the router learns the outcome: a function
     that raised (``FunctionError``) or an API failure is :class:`DeliveryFailed`, retried like a
-    non-2xx from :class:`HttpTarget`. botocore's own retries are off: the router has its own.
-    ``client`` is a boto3 Lambda client; by default one for LocalStack (``LOCALSTACK_HOST``).
+    5xx from :class:`HttpTarget`. botocore's own retries are off: the router has its own.
+    ``client`` is a boto3 Lambda client; by default one from boto3's own configuration
+    (credentials, ``AWS_DEFAULT_REGION``, and ``AWS_ENDPOINT_URL`` for LocalStack, e.g. http://localhost:4566).
     """
 
     MAX_POOL_CONNECTIONS = 64  # the router's default concurrency; boto3 clients are thread-safe
@@ -126,7 +138,7 @@ class LambdaTarget:
         return LAMBDA_SCHEME + self.function_name
 
     def deliver(self, event: CloudEvent) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError  # only routers with Lambda targets need boto3
+        from botocore.exceptions import BotoCoreError, ClientError  # only Lambda targets need boto3 (in the image)
 
         _, payload = to_structured(event)
         try:
@@ -152,9 +164,8 @@ class LambdaTarget:
     def _lambda(self) -> Any:
         with self._lock:
             if self._client is None:
+                import boto3
                 from botocore.config import Config
-
-                from infra.deploy.aws import aws_client
 
                 config = Config(
                     connect_timeout=min(5.0, self.timeout_s),
@@ -162,7 +173,8 @@ class LambdaTarget:
                     retries={"total_max_attempts": 1},
                     max_pool_connections=self.MAX_POOL_CONNECTIONS,
                 )
-                self._client = aws_client("lambda", config)
+                region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or DEFAULT_REGION
+                self._client = boto3.session.Session(region_name=region).client("lambda", config=config)
             return self._client
 
 
@@ -209,12 +221,6 @@ class Triggers:
     def close(self) -> None:
         for target in self.targets:
             target.close()
-
-
-def target_url(name: str) -> str:
-    """A target's URL from its environment variable, else its default."""
-    env, default = TARGET_URLS[name]
-    return os.environ.get(env, "").strip() or default
 
 
 def make_target(name: str, url: str, timeout_s: float) -> Target:

@@ -4,7 +4,7 @@ Tests use it as a real HTTP server that records every REST call and can be told 
 (``fail_next``, ``set_outage``, ``refuse_connections``, ``set_session_status``, ``response_delay_s``).
 ``make local`` runs it as ``wsm-waha-sim``; open its URL in a browser to chat with the bot.
 
-Answers follow WAHA 2026.x (shared/WAHA.md, shared/waha/openapi.json). Where WAHA varies we chose:
+Answers follow WAHA 2026.x (its docs at waha.devlike.pro and its OpenAPI spec). Where WAHA varies we chose:
 
 - an unknown session name answers 404 ``{"statusCode":404,"message":"We didn't find a session…",
   "error":"Not Found"}`` as WAHA Plus does (WAHA Core answers 422 for any name but ``default``);

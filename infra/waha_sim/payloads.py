@@ -1,4 +1,4 @@
-"""Build webhook bodies and headers exactly as WAHA sends them (see shared/WAHA.md).
+"""Build webhook bodies and headers exactly as WAHA sends them (waha.devlike.pro/docs/how-to/events).
 
 Used by the WAHA simulator, the tests and the benchmarks, so all three speak
 the same wire format.
@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import Any
 
+from wsm.core.clock import now_ms
+
 ENVIRONMENT = {"version": "2026.7.1", "engine": "NOWEB", "tier": "CORE", "browser": None}
 ME = {"id": "5511900000000@c.us", "pushName": "Clinica"}
 
@@ -20,7 +22,7 @@ ME = {"id": "5511900000000@c.us", "pushName": "Clinica"}
 def envelope(event: str, payload: dict[str, Any], session: str = "default", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "evt_" + uuid.uuid4().hex,
-        "timestamp": int(time.time() * 1000),
+        "timestamp": now_ms(),
         "event": event,
         "session": session,
         "metadata": {},
@@ -89,7 +91,7 @@ def session_status_event(status: str, session: str = "default") -> dict[str, Any
     payload = {
         "name": session,
         "status": status,
-        "statuses": [{"status": status, "timestamp": int(time.time() * 1000)}],
+        "statuses": [{"status": status, "timestamp": now_ms()}],
     }
     return envelope("session.status", payload, session=session)
 
@@ -108,7 +110,7 @@ def headers(raw: bytes, body: dict[str, Any], hmac_key: str = "") -> dict[str, s
     h = {
         "Content-Type": "application/json",
         "X-Webhook-Request-Id": body.get("id", "evt_" + uuid.uuid4().hex),
-        "X-Webhook-Timestamp": str(body.get("timestamp", int(time.time() * 1000))),
+        "X-Webhook-Timestamp": str(body.get("timestamp", now_ms())),
     }
     if hmac_key:
         h["X-Webhook-Hmac"] = sign(raw, hmac_key)

@@ -6,6 +6,7 @@ same outbox. One instance per process and settings, built on first use (after gu
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ import redis
 
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import load_flow
+from wsm.core.errors import BadEvent
 from wsm.core.settings import Settings, get_settings
 from wsm.delivery.outbox import Sender
 from wsm.store import keys
@@ -20,6 +22,8 @@ from wsm.store.connection import get_redis, redis_errors
 from wsm.store.events import WakeUp
 from wsm.store.scripts import Scripts
 from wsm.waha.client import WahaClient
+
+log = logging.getLogger(__name__)
 
 
 class Handler:
@@ -54,7 +58,15 @@ class Handler:
 
     @classmethod
     def handle_cloudevent(cls, ce_type: str, data: object) -> None:
-        """Functions Framework entry: raise on Redis trouble so the router retries the event."""
-        event = WakeUp.from_cloudevent(ce_type, data)
+        """Functions Framework entry: raise on Redis trouble so the router (or Pub/Sub) retries the event.
+
+        A malformed event is logged and acknowledged (the function returns, the framework answers
+        200, Pub/Sub drops it): retrying cannot fix it, and the tick covers whatever it was about.
+        """
+        try:
+            event = WakeUp.from_cloudevent(ce_type, data)
+        except BadEvent as e:
+            log.warning("%s: acknowledged and dropped a malformed event: %s", cls.__name__, e)
+            return
         with redis_errors():
             cls.for_process().on_event(event)

@@ -11,6 +11,7 @@ import math
 import redis
 
 from wsm.core.clock import now_ms
+from wsm.core.status import ChatStatus
 from wsm.store import keys
 from wsm.store.scripts import Scripts
 
@@ -28,7 +29,7 @@ def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, m
         ck = sk.chat(chat)
         result = scripts.admit_next(
             keys=[sk.active, sk.queue, sk.notify_due, ck.notify, ck.state, sk.ready],
-            args=[chat, max_active, now_ms(), keys.EVENTS_CHANNEL, sk.session],
+            args=[chat, max_active, now_ms(), keys.EVENTS_CHANNEL, sk.session, ChatStatus.ACTIVE],
         )
         if result != "admitted":
             break

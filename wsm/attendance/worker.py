@@ -15,6 +15,7 @@ from wsm.attendance.queue import admit_waiting
 from wsm.conversation.flow import normalize
 from wsm.core.clock import now_ms
 from wsm.core.privacy import mask_chat
+from wsm.core.status import ChatStatus, EndReason
 from wsm.delivery.outbox import Delivery
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
@@ -28,6 +29,8 @@ STRANDED_AFTER_MS = 2000  # pending longer than this: no wake-up is coming, the 
 
 
 class Worker(Handler):
+    sweep_batch = SWEEP_BATCH  # ready chats one tick looks at (an SSCAN COUNT hint)
+
     def on_event(self, event: WakeUp) -> None:
         for session in self.sessions(event):
             sk = keys.SessionKeys(session)
@@ -57,10 +60,14 @@ class Worker(Handler):
     def _stranded(self, sk: keys.SessionKeys) -> list[str]:
         """Chats whose oldest pending message or reply waited longer than a wake-up takes to be handled.
 
-        Candidates are the ``ready`` set plus, as a safety net, active chats with unhandled messages.
-        Fresh work is left to the events already on their way, so a tick never competes with them.
+        Candidates are one batch of the ``ready`` set plus, as a safety net, active chats (at most
+        ``WSM_MAX_ACTIVE``) with unhandled messages. The batch is one SSCAN step from a cursor kept in
+        Redis, so a tick costs O(batch) however many chats are ready, and successive ticks cover them
+        all. Fresh work is left to the events already on their way, so a tick never competes with them.
         """
-        candidates = set(list(self.redis.sscan_iter(sk.ready, count=SWEEP_BATCH))[:SWEEP_BATCH])
+        cursor, batch = self.redis.sscan(sk.ready, int(self.redis.get(sk.sweep_cursor) or 0), count=self.sweep_batch)
+        self.redis.set(sk.sweep_cursor, cursor)
+        candidates = set(batch)
         candidates.update(self.redis.zrange(sk.active, 0, -1))
         chats = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)
@@ -105,9 +112,9 @@ class Worker(Handler):
                 return  # its holder looks again before letting go
             examined, ended = 0, False
             try:
-                if snap.inbox and snap.status == "active":
+                if snap.inbox and snap.status == ChatStatus.ACTIVE:
                     ended = self._converse(store, snap.state, snap.inbox)
-                elif snap.inbox and snap.status == "waiting":
+                elif snap.inbox and snap.status == ChatStatus.WAITING:
                     examined, ended = self._check_waiting(store, snap.state, snap.inbox)
                 if self.sender.deliver(store) is Delivery.LOST_LEASE:
                     return
@@ -122,7 +129,7 @@ class Worker(Handler):
         """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""
         ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
         turn = self.engine.turn(state, [m.get("text") or "" for m in ordered])
-        if turn.end == "handoff":
+        if turn.end is EndReason.HANDOFF:
             turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
         store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])
         return bool(turn.end)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from wsm.conversation.flow import Flow, Step, normalize
+from wsm.core.status import EndReason
 from wsm.store.turn import Turn
 
 
@@ -34,7 +35,7 @@ class Engine:
         fields = json.loads(state.get("fields") or "{}")
         turn = Turn()
         if any(normalize(t) in self.flow.leave_words for t in texts) and state.get("conv") != "1":
-            return self._end(turn, "left", self.flow.texts["goodbye"])
+            return self._end(turn, EndReason.LEFT, self.flow.texts["goodbye"])
         if state.get("conv") != "1":
             return self._open(turn, state, fields)
         step = self.flow.steps.get(state.get("step") or "") or self.flow.steps[self.flow.start]
@@ -47,10 +48,10 @@ class Engine:
 
     def idle_close(self) -> Turn:
         """The person stopped answering: tell them, keep where they stopped so they can resume."""
-        return Turn([self.flow.texts["idle_closed"]], {"conv": "0"}, "idle")
+        return Turn([self.flow.texts["idle_closed"]], {"conv": "0"}, EndReason.IDLE)
 
     def leave_queue(self) -> Turn:
-        return Turn([self.flow.texts["left_queue"]], {"conv": "0", "step": "", "fields": "{}"}, "left")
+        return Turn([self.flow.texts["left_queue"]], {"conv": "0", "step": "", "fields": "{}"}, EndReason.LEFT)
 
     def position_text(self, first: bool, position: int, wait_min: int) -> str:
         template = self.flow.texts["queued" if first else "position_update"]
@@ -61,7 +62,7 @@ class Engine:
         if state.get("admitted_from_queue") == "1":
             turn.replies.append(self.flow.texts["your_turn"])
         step = self.flow.steps.get(state.get("step") or "")
-        if step and state.get("closed_reason") == "idle":
+        if step and state.get("closed_reason") == EndReason.IDLE:
             turn.replies.append(self.flow.texts["resumed"])
         else:
             step, fields = self.flow.steps[self.flow.start], {}
@@ -75,7 +76,7 @@ class Engine:
     def _handle(self, turn: Turn, step: Step, fields: dict[str, str], text: str) -> Step:
         word = normalize(text)
         if word in self.flow.leave_words:
-            self._end(turn, "left", self.flow.texts["goodbye"])
+            self._end(turn, EndReason.LEFT, self.flow.texts["goodbye"])
             return step
         if word in self.flow.menu_words:
             return self._enter(turn, self.flow.steps[self.flow.start], fields)
@@ -95,7 +96,7 @@ class Engine:
             turn.state.update(conv="0", step="", fields="{}", last_result=json.dumps(fields, ensure_ascii=False))
         return step
 
-    def _end(self, turn: Turn, reason: str, text: str) -> Turn:
+    def _end(self, turn: Turn, reason: EndReason, text: str) -> Turn:
         turn.replies.append(text)
         turn.end = reason
         turn.state.update(conv="0", step="", fields="{}")

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from wsm.core.errors import WsmError
+from wsm.core.status import EndReason
 
 REQUIRED_TEXTS = (
     "welcome",
@@ -29,7 +30,7 @@ REQUIRED_TEXTS = (
     "goodbye",
     "idle_closed",
 )
-END_KINDS = ("done", "handoff")
+END_KINDS = (EndReason.DONE, EndReason.HANDOFF)  # how a flow step may end a conversation
 
 
 class FlowError(WsmError):
@@ -50,7 +51,7 @@ class Step:
     options: tuple[Option, ...] = ()
     collect: str | None = None
     next: str | None = None
-    end: str | None = None
+    end: EndReason | None = None
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,15 @@ def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
         for o in raw.get("options") or []
         if isinstance(o, dict)
     )
-    step = Step(name, raw["say"], options, raw.get("collect"), raw.get("next"), raw.get("end"))
-    kinds = sum([bool(step.options), bool(step.collect), bool(step.end)])
+    end = raw.get("end")
+    known_end = EndReason(end) if end in END_KINDS else None
+    step = Step(name, raw["say"], options, raw.get("collect"), raw.get("next"), known_end)
+    kinds = sum([bool(step.options), bool(step.collect), bool(end)])
     if kinds != 1:
         problems.append(f"step {name!r} needs exactly one of 'options', 'collect' (with 'next') or 'end'")
     if step.collect and not step.next:
         problems.append(f"step {name!r} collects {step.collect!r} but has no 'next'")
-    if step.end and step.end not in END_KINDS:
+    if end and end not in END_KINDS:
         problems.append(f"step {name!r}: 'end' must be one of {', '.join(END_KINDS)}")
     return step
 

@@ -15,6 +15,10 @@ class BadRequest(WsmError):
         self.status = status
 
 
+class BadEvent(WsmError, ValueError):
+    """A wake-up event we cannot act on; retrying it cannot help, so it is logged and acknowledged."""
+
+
 class RedisUnavailable(WsmError):
     """Redis cannot be reached or failed the command; callers answer 503 so the sender retries."""
 

@@ -22,6 +22,7 @@ import redis
 from wsm.core.clock import now_ms
 from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.core.privacy import mask_chat
+from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
 from wsm.waha.client import WahaClient
@@ -116,18 +117,8 @@ class Sender:
         )  # fmt: skip
 
     def _dead_letter(self, chat: ChatStore, entry: dict, error: str) -> None:
-        item = {
-            "kind": "send",
-            "session": chat.session,
-            "chat": chat.chat_id,
-            "reply_id": entry["id"],
-            "error": error,
-            "at_ms": now_ms(),
-        }
-        pipe = self.redis.pipeline()
-        pipe.lpush(keys.DEADLETTER, json.dumps(item))
-        pipe.ltrim(keys.DEADLETTER, 0, chat.settings.deadletter_max - 1)
-        pipe.execute()
+        keep = chat.settings.deadletter_max
+        write_dead_letter(self.redis, SEND, error, keep, session=chat.session, chat=chat.chat_id, reply_id=entry["id"])
         log.error("WAHA refused a reply to %s for good: %s", mask_chat(chat.chat_id, chat.settings.mask_phones), error)
 
     # --- session hold (422) -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import redis
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
+from wsm.core.status import ChatStatus, EndReason
 from wsm.store import keys
 from wsm.store.connection import redis_errors
 from wsm.store.group_commit import GroupCommit
@@ -79,7 +80,8 @@ class Ingestor:
             [
                 msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
-                s.handoff_s * 1000,
+                s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
+                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
             ],
         )  # fmt: skip
         verdict = result[0]
@@ -88,7 +90,7 @@ class Ingestor:
         if verdict == "stored_out":
             return Outcome("accepted", {"id": msg.message_id, "direction": "out"})
         details: dict[str, Any] = {"id": msg.message_id, "direction": "in", "chat_status": result[1]}
-        if result[1] == "waiting":
+        if result[1] == ChatStatus.WAITING:
             details["position"] = int(result[2])
         return Outcome("accepted", details)
 

@@ -20,6 +20,7 @@ import redis
 
 from wsm.attendance.queue import admit_waiting
 from wsm.conversation.history import read_history
+from wsm.delivery.deadletter import read_dead_letters, remove_dead_letter
 from wsm.store import keys
 from wsm.store.connection import redis_errors
 from wsm.store.scripts import Scripts
@@ -100,7 +101,7 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
         removed = answers[len(names) :]
         result.left = [label for label, n in zip(("ready", "active", "queue", "notify:due"), removed, strict=True) if n]
         for raw in _deadletter_entries(client, chat_id):
-            result.deadletter_entries += int(client.lrem(keys.DEADLETTER, 1, raw))
+            result.deadletter_entries += remove_dead_letter(client, raw)
         if "active" in result.left:
             result.admitted = admit_waiting(client, Scripts(client), sk, max_active)
     return result
@@ -138,7 +139,7 @@ def _markers(client: redis.Redis, sk: keys.SessionKeys, chat_id: str, ids: set[s
 def _deadletter_entries(client: redis.Redis, chat_id: str) -> list[str]:
     """Dead-letter entries (raw JSON) that name the chat anywhere: its ``chat`` field, a message id, an error."""
     needle = _needle(chat_id)
-    return [raw for raw in client.lrange(keys.DEADLETTER, 0, -1) if chat_id in raw or needle in raw]
+    return [raw for raw in read_dead_letters(client) if chat_id in raw or needle in raw]
 
 
 def _needle(chat_id: str) -> str:

@@ -1,8 +1,18 @@
 """One chat's data in Redis as its handlers see it: lease, state, inbox, and the atomic commit of a turn.
 
 A chat is held by one handler at a time (worker or notifier) through a lease with an
-expiry and a fencing token; every write a handler makes checks the token first, so a
-handler that stalled past its lease cannot overwrite the work of the next one.
+expiry and a fencing token. Every write to what the conversation holds (state set by a turn, inbox,
+outbox, history) is a script that checks the token first (``commit_turn``, ``outbox_sent``; a
+heartbeat before each send), so a handler that stalled past its lease cannot overwrite the work of
+the next one. These writes do not check it, and why that is safe:
+
+- the outbox's retry bookkeeping (``send_attempts``, ``send_retry_at_ms`` in the state, cleared after a
+  send): a stale value only moves the next attempt earlier or later; the reply stays in the outbox until
+  WAHA accepted it and ``outbox_sent`` (fenced) pops it;
+- the session's send hold (``held_ms`` in the ``session`` hash, set on a 422, lifted by a probe): it is the
+  session's, not a chat's, and a wrong value only delays sends until the next probe or status webhook;
+- the notifier's ``notify:due`` score of a chat it could not lease (``XX``: never re-adds a chat): it only
+  says when to look again.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import redis
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
+from wsm.core.status import ChatStatus, ended_status
 from wsm.store import keys
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
@@ -77,7 +88,7 @@ class ChatStore:
         """Give the chat back; True when it has work left (new messages or unsent replies)."""
         more = self.scripts.release_lease(
             keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready, self.ck.state],
-            args=[self.token, self.chat_id, examined],
+            args=[self.token, self.chat_id, examined, ChatStatus.WAITING],
         )
         self.token = ""
         return bool(more)
@@ -104,9 +115,10 @@ class ChatStore:
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
-                s.state_retention_s, turn.end, self.chat_id, self.session, keys.EVENTS_CHANNEL,
+                s.state_retention_s, turn.end or "", self.chat_id, self.session, keys.EVENTS_CHANNEL,
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
-                uuid.uuid4().hex,
+                uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
+                ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING,
             ],
         )  # fmt: skip
         return result == "ok"

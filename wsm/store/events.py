@@ -14,6 +14,8 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from wsm.core.errors import BadEvent
+
 MESSAGE_RECEIVED = "message.received"  # an inbound message was stored (ingest)
 QUEUE_CHANGED = "queue.changed"  # someone joined, left or was admitted
 CHAT_ADMITTED = "chat.admitted"  # a waiting chat got a slot and must be greeted
@@ -39,27 +41,33 @@ class WakeUp:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> WakeUp:
-        """Parse a published event; raises ValueError on anything else."""
-        data = json.loads(raw)
+        """Parse a published event; raises :class:`BadEvent` (a ValueError) on anything else."""
+        try:
+            data = json.loads(raw)
+        except ValueError as e:  # not JSON, or not UTF-8
+            raise BadEvent(f"not a wsm event ({len(raw)} bytes)") from e  # the raw text may hold a phone number
         if not isinstance(data, dict) or data.get("type") not in TYPES:
-            raise ValueError(f"not a wsm event ({len(raw)} bytes)")  # the raw text may hold a phone number
+            raise BadEvent(f"not a wsm event ({len(raw)} bytes)")
         session, chat = data.get("session"), data.get("chat")
         if not all(v is None or isinstance(v, str) for v in (session, chat)):
-            raise ValueError("event session and chat must be strings or null")
+            raise BadEvent("event session and chat must be strings or null")
         return cls(data["type"], session, chat)
 
     @classmethod
     def from_cloudevent(cls, ce_type: str, data: object) -> WakeUp:
-        """Rebuild the event a function received: from our router, or a doorbell relayed through GCP Pub/Sub."""
+        """Rebuild the event a function received: from our router, or a doorbell relayed through GCP Pub/Sub.
+
+        Raises :class:`BadEvent` for anything else.
+        """
         if ce_type == PUBSUB_PUBLISHED:
             return cls._from_pubsub(data)
         name = ce_type.removeprefix(CLOUDEVENT_PREFIX)
         if name not in TYPES:
-            raise ValueError(f"unknown event type: {ce_type!r}")
+            raise BadEvent(f"unknown event type: {ce_type[:100]!r}")
         data = data if isinstance(data, dict) else {}
         session, chat = data.get("session"), data.get("chat")
         if not all(v is None or isinstance(v, str) for v in (session, chat)):
-            raise ValueError("event session and chat must be strings or null")
+            raise BadEvent("event session and chat must be strings or null")
         return cls(name, session, chat)
 
     @classmethod
@@ -67,8 +75,8 @@ class WakeUp:
         message = data.get("message") if isinstance(data, dict) else None
         encoded = message.get("data") if isinstance(message, dict) else None
         if not isinstance(encoded, str):
-            raise ValueError("Pub/Sub event without message.data")
+            raise BadEvent("Pub/Sub event without message.data")
         try:
             return cls.from_json(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, UnicodeDecodeError) as e:
-            raise ValueError("Pub/Sub message.data is not base64 JSON") from e
+        except binascii.Error as e:
+            raise BadEvent("Pub/Sub message.data is not base64") from e

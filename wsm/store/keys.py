@@ -12,8 +12,8 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``seen:<payload.id>`` | string | "1": this message id is already stored | ingest, outbound record | ``WSM_DEDUPE_TTL_S`` (24 h) |
 | ``chat:<C>:log`` | list | message ids of the chat, oldest first | ingest, worker | ``WSM_HISTORY_MAX`` (LTRIM) |
 | ``chat:<C>:msgs`` | hash | message id -> JSON record (direction, text, status, media...) | ingest, worker, ack | same ids as ``log`` |
-| ``chat:<C>:inbox`` | list | ids of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
-| ``chat:<C>:state`` | hash | status, flow step, fields, last_seen_ms, ... | ingest, worker | ``WSM_STATE_RETENTION_S`` after last activity |
+| ``chat:<C>:inbox`` | list | record JSON of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
+| ``chat:<C>:state`` | hash | see below | ingest, worker, notifier, outbox | ``WSM_STATE_RETENTION_S`` after last activity |
 | ``chat:<C>:outbox`` | list | JSON replies not yet confirmed sent, in order | worker, notifier | drained by the sender |
 | ``chat:<C>:lease`` | string | fencing token of the process holding the chat | worker, notifier | ``WSM_LEASE_MS`` |
 | ``chat:<C>:notify`` | hash | last told position, send times in the last hour | notifier | deleted when the chat leaves the queue |
@@ -24,8 +24,18 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``notify:due`` | zset | waiting chats, score = ms when they may be told again | ingest, notifier | one member per waiting chat |
 | ``stats:handle_ms`` | list | recent conversation durations (ms) | worker | last 50 |
 | ``fence`` | string | fencing-token counter for leases | worker, notifier | counter |
-| ``session`` | hash | WAHA session status, changed_at_ms, history | webhook | 1 hash |
+| ``sweep:cursor`` | string | SSCAN cursor of the tick's walk through ``ready`` (0: start again) | worker | 1 per session |
+| ``session`` | hash | WAHA session ``status``, ``updated_ms``, ``event_ms``, ``changed_ms``; ``held_ms`` while sends are held (422) | webhook (status), outbox (``held_ms``) | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
+
+Fields of ``chat:<C>:state`` (all strings; times in ms since the epoch):
+
+- attendance: ``status`` (:class:`wsm.core.status.ChatStatus`), ``since_ms`` (got its slot), ``queued_ms``,
+  ``admitted_from_queue``, ``inbox_seen`` (inbox length a waiting chat's handler has examined);
+- conversation: ``conv`` ("1" while one is open), ``step``, ``fields`` (JSON), ``last_result`` (JSON),
+  ``closed_reason`` (:class:`wsm.core.status.EndReason`), ``closed_ms``, ``last_turn`` (id of the last commit);
+- activity: ``last_seen_ms``, ``last_out_ms``, ``human_reply_ms``, ``handoff_until_ms``;
+- sending: ``send_attempts``, ``send_retry_at_ms`` (the outbox's backoff after a WAHA failure).
 
 Global:
 
@@ -67,6 +77,7 @@ class SessionKeys:
         self.notify_due = f"{tag}:notify:due"
         self.handle_stats = f"{tag}:stats:handle_ms"
         self.fence = f"{tag}:fence"
+        self.sweep_cursor = f"{tag}:sweep:cursor"
         self.status = f"{tag}:session"
 
     def seen(self, message_id: str) -> str:

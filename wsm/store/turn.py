@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wsm.core.status import EndReason
+
 
 @dataclass
 class Turn:
-    """What to send and which state fields to set; ``end`` frees the slot ("" keeps the conversation)."""
+    """What to send and which state fields to set; ``end`` frees the slot (None keeps the conversation)."""
 
     replies: list[str] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
-    end: str = ""  # "" | "done" | "left" | "idle" | "handoff"
+    end: EndReason | None = None
 
     @property
     def text(self) -> str:

@@ -1,7 +1,7 @@
 """Parse a WAHA webhook body into one of a few typed events, or refuse it with a reason.
 
-Validation follows shared/WAHA.md: the envelope's required fields and types are
-checked, then the payload of the events we use. Anything we deliberately do not
+Validation follows WAHA's webhook documentation (waha.devlike.pro/docs/how-to/events): the envelope's
+required fields and types are checked, then the payload of the events we use. Anything we deliberately do not
 handle becomes :class:`Ignored` (answered 200, because WAHA retries every non-2xx).
 """
 
@@ -25,6 +25,7 @@ ENVELOPE_TYPES: dict[str, tuple[type, ...]] = {
 }
 PERSON_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
 MAX_ID_CHARS = 256
+SOURCE_APP = "app"  # payload.source of a message typed on the phone ("api": sent through WAHA)
 MAX_SAFE_NUMBER = 2**53 - 1  # WAHA is JavaScript: no number it sends is larger; Redis's Lua cannot re-encode inf
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, paired ones are one character already
@@ -39,6 +40,11 @@ class Message:
     message_id: str
     direction: str  # "in" | "out"
     record: dict[str, Any]  # what history keeps (see :func:`_message_record`)
+
+    @property
+    def typed_on_phone(self) -> bool:
+        """An outbound message a person typed on the phone (WAHA ``source`` "app"): a human took over."""
+        return self.direction == "out" and self.record.get("source") == SOURCE_APP
 
 
 @dataclass(frozen=True)

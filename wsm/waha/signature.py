@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 
+from wsm.core.clock import now_ms
 from wsm.core.errors import BadRequest
 
 
@@ -31,6 +31,6 @@ def verify_timestamp(header: str | None, max_skew_s: int, now_s: float | None = 
         sent_ms = int(header)  # compared as integers: a 4000-digit header cannot overflow a float
     except ValueError as e:
         raise BadRequest("X-Webhook-Timestamp must be milliseconds since the epoch", status=401) from e
-    now_ms = int((time.time() if now_s is None else now_s) * 1000)
-    if abs(now_ms - sent_ms) > max_skew_s * 1000:
+    now = now_ms() if now_s is None else int(now_s * 1000)
+    if abs(now - sent_ms) > max_skew_s * 1000:
         raise BadRequest("X-Webhook-Timestamp outside the allowed window (replay?)", status=401)

@@ -7,8 +7,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY requirements.txt ./requirements.txt
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt requirements-router.txt ./
+RUN pip install --no-cache-dir -r requirements-router.txt
 COPY pyproject.toml README.md ./
 COPY wsm/ ./wsm/
 COPY infra/ ./infra/

@@ -9,12 +9,14 @@
 -- ARGV[3] state fields to set, JSON object of strings
 -- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": history JSON string}
 -- ARGV[5] now (ms)     ARGV[6] history max   ARGV[7] retention (s)
--- ARGV[8] end reason: "" | "done" | "left" | "idle" | "handoff"   (frees the slot / leaves the queue)
+-- ARGV[8] end reason, "" for none (wsm.core.status.EndReason; frees the slot / leaves the queue)
 -- ARGV[9] chat id      ARGV[10] session      ARGV[11] events channel
 -- ARGV[12] notify fields to set, JSON object of strings ("" for none)
 -- ARGV[13] notify due score (ms) to set, "" to leave as is
 -- ARGV[14] max active slots
 -- ARGV[15] turn id: a repeated call with the same id (a client retry after a lost reply) changes nothing
+-- ARGV[16] status the chat is left in when it ends for that reason (closed | handoff; "" with no end)
+-- ARGV[17..19] chat statuses closed, active, waiting  (wsm.core.status)
 -- KEYS[13] queue seq
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
@@ -28,6 +30,7 @@ if redis.call('HGET', KEYS[3], 'last_turn') == ARGV[15] then
 end
 redis.call('HSET', KEYS[3], 'last_turn', ARGV[15])
 local now, chat, retention = tonumber(ARGV[5]), ARGV[9], ARGV[7]
+local CLOSED, ACTIVE, WAITING = ARGV[17], ARGV[18], ARGV[19]
 
 local handled = tonumber(ARGV[2])
 if handled > 0 then
@@ -76,18 +79,17 @@ if reason ~= '' then
   redis.call('ZREM', KEYS[9], chat)
   redis.call('ZREM', KEYS[10], chat)
   redis.call('DEL', KEYS[11])
-  local status = 'closed'
-  if reason == 'handoff' then status = 'handoff' end
+  local status = ARGV[16]
   redis.call('HSET', KEYS[3], 'status', status, 'closed_reason', reason, 'closed_ms', now)
-  if status == 'closed' and redis.call('LLEN', KEYS[2]) > 0 then
+  if status == CLOSED and redis.call('LLEN', KEYS[2]) > 0 then
     if redis.call('ZCARD', KEYS[9]) == 0 and redis.call('ZCARD', KEYS[8]) < tonumber(ARGV[14]) then
       redis.call('ZADD', KEYS[8], now, chat)
-      redis.call('HSET', KEYS[3], 'status', 'active', 'since_ms', now)
+      redis.call('HSET', KEYS[3], 'status', ACTIVE, 'since_ms', now)
       redis.call('SADD', KEYS[7], chat)
     else
       redis.call('ZADD', KEYS[9], redis.call('INCR', KEYS[13]), chat)
       redis.call('ZADD', KEYS[10], 0, chat)
-      redis.call('HSET', KEYS[3], 'status', 'waiting', 'queued_ms', now)
+      redis.call('HSET', KEYS[3], 'status', WAITING, 'queued_ms', now)
     end
   end
   redis.call('PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))

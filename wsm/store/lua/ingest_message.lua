@@ -16,7 +16,9 @@
 -- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
 -- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
 -- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
--- An outbound message typed on the phone (source "app") means a human took over the chat: the bot
+-- ARGV[14] "1" when this outbound message was typed on the phone (WAHA source "app"), else "0"
+-- ARGV[15..17] chat statuses active, waiting, handoff   ARGV[18] end reason handoff  (wsm.core.status)
+-- An outbound message typed on the phone means a human took over the chat: the bot
 -- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
 
@@ -25,6 +27,7 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
 end
 
 local id, record, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
+local ACTIVE, WAITING, HANDOFF, ENDED_BY_HANDOFF = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
 local early = redis.call('GET', KEYS[11])
 if early then
   local rec = cjson.decode(record)
@@ -47,9 +50,9 @@ redis.call('EXPIRE', KEYS[2], retention)
 redis.call('EXPIRE', KEYS[3], retention)
 if ARGV[3] == 'out' then
   redis.call('HSET', KEYS[5], 'last_out_ms', now)
-  if string.find(record, '"source":"app"', 1, true) then
-    redis.call('HSET', KEYS[5], 'human_reply_ms', now, 'status', 'handoff', 'conv', '0',
-      'handoff_until_ms', now + tonumber(ARGV[13]), 'closed_reason', 'handoff')
+  if ARGV[14] == '1' then
+    redis.call('HSET', KEYS[5], 'human_reply_ms', now, 'status', HANDOFF, 'conv', '0',
+      'handoff_until_ms', now + tonumber(ARGV[13]), 'closed_reason', ENDED_BY_HANDOFF)
     local freed = redis.call('ZREM', KEYS[7], chat) + redis.call('ZREM', KEYS[8], chat)
     redis.call('ZREM', KEYS[10], chat)
     if freed > 0 then
@@ -63,27 +66,27 @@ end
 redis.call('HSET', KEYS[5], 'last_seen_ms', now)
 redis.call('EXPIRE', KEYS[5], retention)
 local status = redis.call('HGET', KEYS[5], 'status')
-if status == 'handoff' and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms')) or 0) > now then
+if status == HANDOFF and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms')) or 0) > now then
   return {'accepted', status, 0}  -- a human is answering this chat: history only, the bot stays quiet
 end
 
 redis.call('RPUSH', KEYS[4], record)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
 local event, position = 'message.received', 0
-if status == 'active' then
+if status == ACTIVE then
   redis.call('ZADD', KEYS[7], 'XX', now, chat)
   redis.call('SADD', KEYS[6], chat)
-elseif status == 'waiting' then
+elseif status == WAITING then
   redis.call('SADD', KEYS[6], chat)
   position = redis.call('ZRANK', KEYS[8], chat)
   position = position and position + 1 or 0
 elseif redis.call('ZCARD', KEYS[7]) < tonumber(ARGV[7]) then
-  status = 'active'
+  status = ACTIVE
   redis.call('ZADD', KEYS[7], now, chat)
   redis.call('HSET', KEYS[5], 'status', status, 'since_ms', now)
   redis.call('SADD', KEYS[6], chat)
 else
-  status = 'waiting'
+  status = WAITING
   local ticket = redis.call('INCR', KEYS[9])
   redis.call('ZADD', KEYS[8], ticket, chat)
   redis.call('ZADD', KEYS[10], 0, chat)

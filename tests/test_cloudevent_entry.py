@@ -1,0 +1,79 @@
+"""The worker and notifier functions as the Functions Framework serves them (its test client, real Redis).
+
+A malformed event is bad input: answered 200 (acknowledged, so neither the router nor Pub/Sub with
+retries sends it again) and it changes nothing. Redis trouble is not the event's fault: 500, retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import pytest
+import redis
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+from functions_framework import create_app
+
+from infra.platform.redis_server import free_port
+from tests.conftest import snapshot
+from wsm.core.settings import get_settings
+from wsm.store import keys
+from wsm.store.events import PUBSUB_PUBLISHED, WakeUp
+
+FUNCTIONS = ("worker", "notifier")
+
+
+def app(name: str) -> Any:
+    get_settings.cache_clear()
+    return create_app(name, f"functions/{name}/main.py", "cloudevent").test_client()
+
+
+def post(client: Any, ce_type: str, data: object) -> Any:
+    headers, body = to_binary(CloudEvent({"type": ce_type, "source": "//pubsub.googleapis.com/test"}, data))
+    return client.post("/", headers=headers, data=body)
+
+
+def pubsub(raw: bytes) -> dict[str, object]:
+    return {"message": {"data": base64.b64encode(raw).decode(), "messageId": "1"}, "subscription": "s"}
+
+
+MALFORMED = {
+    "unknown type": ("wsm.no.such", {"session": "default"}),
+    "session not a string": ("wsm.message.received", {"session": 5, "chat": None}),
+    "pubsub without data": (PUBSUB_PUBLISHED, {"message": {}}),
+    "pubsub not base64": (PUBSUB_PUBLISHED, {"message": {"data": "%%%"}}),
+    "pubsub not json": (PUBSUB_PUBLISHED, pubsub(b"not json")),
+    "pubsub not utf-8": (PUBSUB_PUBLISHED, pubsub(b"\xff\xfe{")),
+    "pubsub other json": (PUBSUB_PUBLISHED, pubsub(b'{"type":"other"}')),
+}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_event_is_acknowledged_logged_and_changes_nothing(
+    name: str, case: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    r.sadd(keys.SESSIONS, "default")
+    before = snapshot(r)
+    with caplog.at_level(logging.WARNING, logger="wsm.attendance.handler"):
+        res = post(app(name), *MALFORMED[case])
+    assert res.status_code == 200
+    assert snapshot(r) == before
+    assert any("malformed event" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_good_event_is_handled(name: str, r: redis.Redis) -> None:
+    doorbell = WakeUp("tick", "default")
+    assert post(app(name), PUBSUB_PUBLISHED, pubsub(doorbell.to_json().encode())).status_code == 200
+    assert post(app(name), doorbell.cloudevent_type, {"session": "default", "chat": None}).status_code == 200
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_redis_unreachable_is_a_500_so_the_event_is_retried(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    res = post(app(name), "wsm.tick", {"session": "default", "chat": None})
+    get_settings.cache_clear()
+    assert res.status_code == 500
