@@ -96,7 +96,7 @@ def test_the_first_message_is_answered_with_the_greeting_and_the_first_step(engi
     turn = c.say("Olá")
     assert turn.replies == [WELCOME, MENU]
     assert turn.text == f"{WELCOME}\n\n{MENU}"
-    assert turn.end == ""
+    assert turn.end is None
     assert turn.state == {"conv": "1", "admitted_from_queue": "0", "closed_reason": "", "step": "menu", "fields": "{}"}
 
 
@@ -109,7 +109,7 @@ def test_the_messages_that_open_a_conversation_are_not_read_as_answers(engine: E
 def test_an_option_in_the_first_message_is_not_taken(engine: Engine) -> None:
     turn = Chat(engine).say("3")
     assert turn.replies == [WELCOME, MENU]
-    assert turn.end == ""
+    assert turn.end is None
 
 
 def test_a_person_admitted_from_the_queue_is_told_it_is_their_turn_first(engine: Engine) -> None:
@@ -136,7 +136,7 @@ def test_an_option_is_chosen_by_its_key(chat: Chat) -> None:
     turn = chat.say("1")
     assert turn.replies == ["Your name?"]
     assert chat.state["step"] == "ask_name"
-    assert turn.end == ""
+    assert turn.end is None
 
 
 @pytest.mark.parametrize("text", ["2", " 2. ", "Opening hours", "OPENING HOURS!", "opening hours?"])
@@ -162,7 +162,7 @@ def test_a_label_with_an_accent_matches_without_it(chat: Chat) -> None:
 def test_an_invalid_option_repeats_the_step(chat: Chat, text: str) -> None:
     turn = chat.say(text)
     assert turn.replies == ["Pick a number.", MENU]
-    assert turn.end == ""
+    assert turn.end is None
     assert chat.state["step"] == "menu"
     assert chat.state["conv"] == "1"
 
@@ -222,7 +222,7 @@ def test_the_menu_word_goes_back_to_the_first_step(chat: Chat, word: str) -> Non
     turn = chat.say(word)
     assert turn.replies == [MENU]
     assert chat.state["step"] == "menu"
-    assert turn.end == ""
+    assert turn.end is None
 
 
 def test_the_menu_word_is_not_collected_as_an_answer(chat: Chat) -> None:
@@ -260,7 +260,7 @@ def test_the_leave_word_in_the_opening_messages_ends_without_a_greeting(engine: 
 
 def test_a_sentence_with_the_leave_word_in_it_does_not_leave(chat: Chat) -> None:
     turn = chat.say("não quero sair")
-    assert turn.end == ""
+    assert turn.end is None
     assert turn.replies == ["Pick a number.", MENU]
 
 
@@ -318,7 +318,7 @@ def test_a_burst_is_handled_message_by_message_in_one_turn(chat: Chat) -> None:
     )
     assert chat.state["step"] == "confirm"
     assert chat.fields == {"name": "Ana", "day": "15/12"}
-    assert turn.end == ""
+    assert turn.end is None
 
 
 def test_a_burst_stops_at_the_end_of_the_conversation(chat: Chat) -> None:
