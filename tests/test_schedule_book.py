@@ -248,3 +248,10 @@ def test_every_schedule_key_shares_the_session_hash_tag(book: Book, r: redis.Red
     book.join_waitlist(B, "consulta")
     assert r.keys("*") and all(k.startswith("wsm:{default}:") for k in r.keys("*"))
     assert ScheduleKeys("other").prefix == "wsm:{other}:sched:"
+
+
+def test_a_search_spanning_many_weeks_still_leaves_out_later_bookings(book: Book) -> None:
+    far = book.hold("ana.consulta.20261221T1000", A, "f-1")  # three weeks out: read in a later window
+    everything = {s.slot_id for s in book.slots("consulta", provider="ana", limit=5000)}
+    assert far.slot_id not in everything and "ana.consulta.20261221T1100" in everything
+    assert max(everything) >= "ana.consulta.20270129"  # the whole 60-day horizon was searched

@@ -25,6 +25,8 @@ from wsm.store.connection import redis_errors
 from wsm.store.keys import ScheduleKeys
 from wsm.store.scripts import Scripts
 
+SEARCH_WINDOW_DAYS = 7  # busy intervals are read this many days at a time
+
 
 class Book:
     """Appointments of ``session`` under ``schedule``; ``clock`` (ms) is injectable for tests."""
@@ -51,15 +53,33 @@ class Book:
         limit: int = 10,
         now: datetime | None = None,
     ) -> list[Slot]:
-        """The first ``limit`` free slots of ``service`` (time order), minus held, booked and blocked time."""
+        """The first ``limit`` free slots of ``service`` (time order), minus held, booked and blocked time.
+
+        The busy intervals are read a week at a time, so finding the next free slots does not read the
+        whole horizon's bookings.
+        """
         moment = now or datetime.fromtimestamp(self.clock() / 1000, UTC)
         names = [p.id for p in self.schedule.providers_for(service)] if provider is None else [provider]
-        busy = self._busy(names, moment)
-        return free_slots(self.schedule, service, moment, busy, provider, date_from, date_to, part_of_day, limit)
+        tz = self.schedule.tz
+        day = max(date_from or moment.astimezone(tz).date(), moment.astimezone(tz).date())
+        last = moment.astimezone(tz).date() + timedelta(days=self.schedule.horizon_days)
+        last = min(date_to or last, last)
+        found: list[Slot] = []
+        while True:
+            until = min(day + timedelta(days=SEARCH_WINDOW_DAYS - 1), last)
+            busy = self._busy(names, moment, day, until)
+            found += free_slots(
+                self.schedule, service, moment, busy, provider, day, until, part_of_day, limit - len(found)
+            )
+            if len(found) >= limit or until >= last:
+                return found
+            day = until + timedelta(days=1)
 
-    def _busy(self, providers: list[str], moment: datetime) -> dict[str, BusyIndex]:
-        """Busy intervals of each provider from now on; holds that ran out are left out."""
-        now_min = epoch_min(moment)
+    def _busy(self, providers: list[str], moment: datetime, first: date, last: date) -> dict[str, BusyIndex]:
+        """Busy intervals of each provider over local days ``first``..``last``; holds that ran out are left out."""
+        tz = self.schedule.tz
+        lo = epoch_min(max(moment, datetime.combine(first, datetime.min.time(), tz)))
+        hi = epoch_min(datetime.combine(last + timedelta(days=1), datetime.min.time(), tz)) + 1
         with redis_errors():
             pipe = self.client.pipeline(transaction=False)
             pipe.zrangebyscore(self.keys.holds, "-inf", int(moment.timestamp() * 1000))
@@ -69,7 +89,7 @@ class Book:
             expired = set(answers[0])
             pipe = self.client.pipeline(transaction=False)
             for p, span in zip(providers, answers[1:], strict=True):
-                pipe.zrangebyscore(self.keys.busy(p), now_min - int(span or 0), "+inf")
+                pipe.zrangebyscore(self.keys.busy(p), lo - int(span or 0), hi)
             members = pipe.execute()
         out: dict[str, BusyIndex] = {}
         for p, found in zip(providers, members, strict=True):
