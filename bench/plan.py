@@ -32,6 +32,13 @@ class Plan:
     scaling_duration_s: float = 10.0
     scaling_warmup_s: float = 2.0
     waha_delay_ms: int = 50
+    # (f) scheduling
+    schedule_providers: int = 10
+    schedule_horizon_days: int = 60
+    schedule_booked: int = 5_000
+    schedule_searches: int = 500
+    schedule_clients: int = 32
+    schedule_rounds: int = 20
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -52,4 +59,7 @@ class Plan:
             slots=(1, 4),
             scaling_duration_s=3.0,
             scaling_warmup_s=1.0,
+            schedule_booked=500,
+            schedule_searches=50,
+            schedule_rounds=2,
         )
