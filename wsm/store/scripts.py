@@ -22,6 +22,7 @@ NAMES = (
     "outbox_sent",
     "heartbeat_lease",
     "acquire_lease",
+    "calendar_lock",
 )
 
 
@@ -46,3 +47,4 @@ class Scripts:
     outbox_sent: Script
     heartbeat_lease: Script
     acquire_lease: Script
+    calendar_lock: Script
