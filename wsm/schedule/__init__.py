@@ -1,1 +1,1 @@
-"""Appointments: the schedule file, availability, booking in Redis, and the push to the clinic's CalDAV calendar."""
+"""Appointments: the schedule file, free slots, booking them in Redis, the push to the clinic's CalDAV calendar."""

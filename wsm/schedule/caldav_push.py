@@ -29,7 +29,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import icalendar
 import redis
@@ -38,11 +38,10 @@ from wsm.core.clock import now_ms
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
 from wsm.schedule.caldav_client import CalDavCalendars, CalendarError, CalendarRejected
+from wsm.schedule.config import Schedule, load_schedule
+from wsm.schedule.errors import ScheduleError
 from wsm.store import keys
 from wsm.store.scripts import Scripts
-
-if TYPE_CHECKING:
-    from wsm.schedule.config import Schedule
 
 log = logging.getLogger(__name__)
 UID_SUFFIX = "@wsm.schedule"
@@ -273,9 +272,7 @@ class CalendarPush:
         if not self._schedule_loaded:
             self._schedule_loaded = True
             try:
-                from wsm.schedule.config import load_schedule
-
                 self.schedule = load_schedule(self.settings.schedule_file)
-            except Exception as e:  # a bad schedule file is reported where it is used; times still go out
+            except ScheduleError as e:  # a bad schedule file is reported where it is used; times still go out
                 log.warning("CalDAV push without the schedule file (times in UTC): %s", e)
         return self.schedule
