@@ -11,21 +11,23 @@ from typing import Any
 
 import pytest
 import redis
-from wsm.schedule.config import load_schedule
 
 from wsm.attendance.notifier import Notifier
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import load_flow
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
+from wsm.schedule.book import Book
 from wsm.schedule.caldav_client import CalDavCalendars
 from wsm.schedule.caldav_push import UID_SUFFIX, CalendarPush
+from wsm.schedule.config import load_schedule
 from wsm.store import keys
 from wsm.store.events import TICK, WakeUp
 from wsm.waha.client import WahaClient
 
 pytest.importorskip("radicale", reason="radicale (requirements-dev.txt) is not installed")
 from tests.caldav_server import PASSWORD, USER, RadicaleServer
+from tests.schedule_helpers import Clock, ms, schedule
 
 SESSION = "default"
 CHAT = "5511988887777@c.us"
@@ -266,3 +268,25 @@ def test_the_notifiers_tick_pushes(r: redis.Redis, settings: Settings) -> None:
 def test_the_password_is_not_in_the_logged_settings(settings: Settings) -> None:
     shown = settings.redacted()
     assert shown["caldav_password"] == "<set>" and PASSWORD not in json.dumps(shown, default=str)
+
+
+def test_the_schedule_scripts_bookings_reach_the_calendar(r: redis.Redis, settings: Settings) -> None:
+    """End to end with the real Book: hold (nothing), confirm (the event), reschedule (moved), cancel (gone)."""
+    sched = schedule()
+    book = Book(r, sched, SESSION, clock=Clock(ms("2026-12-01 09:00")))
+    push = CalendarPush(r, settings, schedule=sched)
+    held = book.hold("ana.consulta.20261202T1000", CHAT, "req-1")
+    push.run(SESSION)
+    assert on_server(settings) == []
+    book.confirm(held.id, CHAT, "req-2")
+    push.run(SESSION)
+    [event] = on_server(settings)
+    assert str(event["uid"]) == held.id + UID_SUFFIX and str(event["summary"]) == "Consulta - Dra. Ana"
+    assert event.decoded("dtstart") == datetime.fromisoformat("2026-12-02T10:00:00-03:00")
+    book.reschedule(held.id, "ana.consulta.20261203T1500", CHAT, "req-3")
+    push.run(SESSION)
+    [event] = on_server(settings)
+    assert event.decoded("dtstart") == datetime.fromisoformat("2026-12-03T15:00:00-03:00")
+    book.cancel(held.id, CHAT, "req-4")
+    push.run(SESSION)
+    assert on_server(settings) == [] and pending(r) == 0 and deadletters(r) == []
