@@ -29,7 +29,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import icalendar
 import redis
@@ -136,10 +138,21 @@ def build_ics(apt: dict, schedule: Schedule | None = None) -> str:
     cal = icalendar.Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
-    cal.add_component(event)
     if tz:
-        cal.add_missing_timezones()
+        cal.add_component(_vtimezone(str(tz)))
+    cal.add_component(event)
     return cal.to_ical().decode()
+
+
+@cache
+def _vtimezone(name: str) -> icalendar.Timezone:
+    """The VTIMEZONE of a zone, built once per process (building it took most of an event's time)."""
+    probe = icalendar.Calendar()
+    event = icalendar.Event()
+    event.add("dtstart", datetime.now(ZoneInfo(name)))
+    probe.add_component(event)
+    probe.add_missing_timezones()
+    return next(c for c in probe.subcomponents if isinstance(c, icalendar.Timezone))
 
 
 class CalendarPush:
