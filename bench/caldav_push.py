@@ -27,7 +27,8 @@ def main(n: int) -> None:
         outbox = keys.ScheduleKeys("default").calendar_outbox
         for i in range(n):
             apt = {"id": f"apt_{i:012x}", "service": "consulta", "provider": "ana", "status": "booked"}
-            apt |= {"start": "2026-12-10T09:00:00-03:00", "end": "2026-12-10T09:30:00-03:00", "chat": "5511900000000@c.us"}
+            apt |= {"start": "2026-12-10T09:00:00-03:00", "end": "2026-12-10T09:30:00-03:00"}
+            apt["chat"] = "5511900000000@c.us"
             r.rpush(outbox, json.dumps(apt))
         push = CalendarPush(r, s, schedule=load_schedule(None))
         started = time.perf_counter()
