@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 
 from wsm.attendance.handler import Handler
 from wsm.attendance.queue import average_handle_ms, estimated_wait_min, position
 from wsm.core.clock import now_ms
+from wsm.schedule.caldav_push import CalendarPush
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
-from wsm.store.events import MESSAGE_RECEIVED, WakeUp
+from wsm.store.events import MESSAGE_RECEIVED, TICK, WakeUp
 from wsm.store.turn import Turn
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,13 @@ BUSY_RETRY_MS = 1000  # a chat held by the worker is looked at again this soon
 
 class Notifier(Handler):
     def on_event(self, event: WakeUp) -> int:
+        if event.type == TICK:  # appointment changes reach the clinic's calendar on ticks (off without CALDAV_URL)
+            self.calendar.sweep(self.sessions(event))
         return sum(self.run(keys.SessionKeys(s)) for s in self.sessions(event))
+
+    @cached_property
+    def calendar(self) -> CalendarPush:
+        return CalendarPush(self.redis, self.settings)
 
     def run(self, sk: keys.SessionKeys) -> int:
         """Look at the chats due now (at most one batch); returns how many were told something."""

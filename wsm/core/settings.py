@@ -52,6 +52,14 @@ class Settings:
     waha_url: str
     waha_api_key: str
     waha_timeout_s: float
+    caldav_url: str
+    caldav_username: str
+    caldav_password: str
+    caldav_calendar: str
+    caldav_per_provider: bool
+    caldav_timeout_s: float
+    caldav_max_attempts: int
+    caldav_retry_base_ms: int
     max_active: int
     idle_timeout_s: int
     handoff_s: int
@@ -85,6 +93,14 @@ class Settings:
             waha_url=_str("WAHA_URL", "http://127.0.0.1:3000").rstrip("/"),
             waha_api_key=_str("WAHA_API_KEY"),
             waha_timeout_s=_float("WAHA_TIMEOUT_S", 30.0),
+            caldav_url=_str("CALDAV_URL"),
+            caldav_username=_str("CALDAV_USERNAME"),
+            caldav_password=_str("CALDAV_PASSWORD"),
+            caldav_calendar=_str("CALDAV_CALENDAR", "Agendamentos") or "Agendamentos",
+            caldav_per_provider=_bool("CALDAV_PER_PROVIDER", False),
+            caldav_timeout_s=_float("CALDAV_TIMEOUT_S", 10.0),
+            caldav_max_attempts=max(1, _int("CALDAV_MAX_ATTEMPTS", 5)),
+            caldav_retry_base_ms=max(0, _int("CALDAV_RETRY_BASE_MS", 1000)),
             max_active=max(1, _int("WSM_MAX_ACTIVE", 1)),
             idle_timeout_s=_int("WSM_IDLE_TIMEOUT_S", 300),
             handoff_s=_int("WSM_HANDOFF_S", 3600),
@@ -110,12 +126,13 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
-        secret = {"webhook_hmac_key", "waha_api_key"}
+        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = ("<set>" if value else "<unset>") if f.name in secret else value
         out["redis_url"] = redact_url(self.redis_url)
+        out["caldav_url"] = redact_url(self.caldav_url)
         return out
 
 

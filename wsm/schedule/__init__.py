@@ -1,1 +1,1 @@
-"""Appointments: the schedule file, free slots, and booking them in Redis (floor 3: imports core and store only)."""
+"""Appointments: the schedule file, free slots, booking them in Redis, the push to the clinic's CalDAV calendar."""

@@ -63,6 +63,14 @@ Global:
 | ``wsm:sessions`` | set | WAHA session names seen | one per session |
 | ``wsm:deadletter`` | list | events / sends that failed for good, with the last error | ``WSM_DEADLETTER_MAX`` |
 
+The CalDAV push (:class:`CalendarKeys`, prefix ``wsm:{S}:calendar:``; it drains ``calendar:outbox``):
+
+| key | type | holds | written by | bound / expiry |
+| --- | --- | --- | --- | --- |
+| ``calendar:pushing`` | list | the outbox entry being pushed now (moved there first, so a crash re-pushes it) | CalDAV push | 1 entry |
+| ``calendar:push`` | hash | failures of that entry: attempts, rejections, retry_at_ms, error | CalDAV push | deleted on success |
+| ``calendar:lock`` | string | token of the one process pushing this session | CalDAV push | 60 s (``LOCK_MS`` in caldav_push.py) |
+
 Pub/Sub channel ``wsm:events`` carries small JSON wake-up events
 (see :mod:`wsm.store.events`); the keys above stay the truth.
 """
@@ -107,6 +115,16 @@ class SessionKeys:
 
     def chat(self, chat_id: str) -> ChatKeys:
         return ChatKeys(self.tag, chat_id)
+
+
+class CalendarKeys:
+    """Key names of the CalDAV push of one session (it reads ``calendar:outbox``, which the schedule scripts fill)."""
+
+    def __init__(self, session: str) -> None:
+        tag = session_tag(session)
+        self.pushing = f"{tag}:calendar:pushing"
+        self.state = f"{tag}:calendar:push"
+        self.lock = f"{tag}:calendar:lock"
 
 
 class ChatKeys:

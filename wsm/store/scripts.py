@@ -30,6 +30,7 @@ NAMES = (
     "schedule_expire",
     "schedule_waitlist",
     "schedule_erase",
+    "calendar_lock",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
 
@@ -66,3 +67,4 @@ class Scripts:
     schedule_expire: Script
     schedule_waitlist: Script
     schedule_erase: Script
+    calendar_lock: Script
