@@ -292,6 +292,10 @@ def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, drive
         expected = [m["text"] for m in replies]
         expected_deduped = [t for i, t in enumerate(expected) if i == 0 or t != expected[i - 1]]
         report.order_violations += deduped != expected_deduped
+        if (deduped != expected_deduped or inbound != [i for i in ids if i in set(inbound)]) and os.environ.get(
+            "CHAOS_DEBUG"
+        ):
+            print("ORDER", chat, json.dumps([t[:30] for t in sent]), json.dumps([t[:30] for t in expected]))
     report.deadletter_entries = client.llen(keys.DEADLETTER)
 
 
