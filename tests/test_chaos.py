@@ -1,4 +1,5 @@
-"""The short chaos run (the full one is `make chaos`): crashes, a Redis restart and a WAHA outage lose nothing."""
+"""The short chaos run (the full one is `make chaos`): crashes, a Redis restart and a WAHA outage lose nothing.
+The harness only kills: every process comes back through make local's supervisor."""
 
 from __future__ import annotations
 
@@ -25,3 +26,4 @@ def test_short_chaos_run_loses_nothing_and_keeps_order(tmp_path) -> None:
     cuts = report.kills["worker"] + report.kills["notifier"] + 1
     assert report.duplicate_replies <= cuts * config.slots
     assert report.redis_restarts == 1 and sum(report.kills.values()) == 4
+    assert report.supervisor_restarts == 5  # each kill restarted once, by make local itself

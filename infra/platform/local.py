@@ -4,7 +4,9 @@ Redis: the one at ``REDIS_URL`` when set and reachable, else an embedded redis-s
 127.0.0.1:6380 with AOF (``appendfsync always``) under ``.local/``. WAHA: ``WAHA_URL`` when
 set, else the WAHA simulator on 3000, wired to the webhook, with a chat page. Then the
 webhook, worker and notifier functions under the Functions Framework, and the event router.
-Ctrl-C stops everything it started, and nothing else.
+Like a serverless platform it restarts whatever exits (:mod:`infra.platform.supervisor`); Ctrl-C,
+SIGTERM or SIGHUP stop everything it started, and nothing else; a killed ``make local`` takes its
+children with it. A port already taken is reported with its holder before anything starts.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import click
 import redis
 
+from infra.platform.ports import busy_ports
 from infra.platform.processes import BIN, REPO, ManagedProcess, function_process
 from infra.platform.redis_server import RedisServer
+from infra.platform.supervisor import Supervisor
 from wsm.core.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -53,26 +57,40 @@ class LocalConfig:
             worker_port=int(e.get("WORKER_PORT", 8081)),
             notifier_port=int(e.get("NOTIFIER_PORT", 8082)),
             waha_sim_port=int(e.get("WAHA_SIM_PORT", 3000)),
+            redis_port=int(e.get("WSM_LOCAL_REDIS_PORT", EMBEDDED_REDIS_PORT)),
+            data_dir=Path(e.get("WSM_LOCAL_DATA_DIR") or REPO / ".local"),
             appendfsync=e.get("WSM_REDIS_APPENDFSYNC", "always"),
             env=dict(e),
         )
 
 
+class PortsInUse(RuntimeError):
+    """A port make local needs is taken; the message names each one and its holder."""
+
+
 class LocalSystem:
-    """Starts and stops the pieces in dependency order; used by ``make local``, the end-to-end tests and chaos."""
+    """Starts the pieces in dependency order under a supervisor; used by ``make local``, the end-to-end tests
+    and chaos. ``stop`` ends them all within seconds."""
 
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
         self.redis_server: RedisServer | None = None
         self.processes: dict[str, ManagedProcess] = {}
         self.logs = config.data_dir / "logs"
+        self.supervisor = Supervisor()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> LocalSystem:
+        """Start everything, then supervise it; on any failure stop what was started and raise."""
+        embedded = self._embedded_redis_needed()
+        busy = busy_ports(self._ports(embedded))
+        if busy:
+            raise PortsInUse("; ".join(busy))
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.supervisor.event_log = self.logs / "supervisor.log"
         try:
-            redis_url = self._redis()
+            redis_url = self._start_redis() if embedded else self.config.redis_url
             env = self._env(redis_url)
             if not self.config.waha_url:
                 self._start(self._waha_sim(env))
@@ -86,13 +104,15 @@ class LocalSystem:
         except BaseException:
             self.stop()
             raise
+        self.supervisor.watch()
         return self
 
     def stop(self) -> None:
-        for proc in reversed(list(self.processes.values())):
-            proc.stop()
-        if self.redis_server:
-            self.redis_server.stop()
+        self.supervisor.stop()
+
+    def wait_running(self, name: str, timeout_s: float = 60.0) -> bool:
+        """Whether ``name`` (a process, or "redis") serves again within ``timeout_s`` after a crash."""
+        return self.supervisor.wait_running(name, timeout_s)
 
     def __getitem__(self, name: str) -> ManagedProcess:
         return self.processes[name]
@@ -110,7 +130,7 @@ class LocalSystem:
         return f"http://127.0.0.1:{self.config.webhook_port}/"
 
     def describe(self) -> list[str]:
-        embedded = "  (embedded, AOF in .local/redis)" if self.redis_server else ""
+        embedded = f"  (embedded, AOF in {self.redis_server.data_dir})" if self.redis_server else ""
         lines = [
             f"redis     {redact_url(self.redis_url)}{embedded}",
             f"webhook   {self.webhook_url}   <- point WAHA's webhook here",
@@ -127,17 +147,31 @@ class LocalSystem:
 
     # --- pieces -------------------------------------------------------------------------------------
 
-    def _redis(self) -> str:
+    def _embedded_redis_needed(self) -> bool:
         url = self.config.redis_url
         if url and _reachable(url):
-            return url
+            return False
         if url:
             log.warning("REDIS_URL %s is not reachable; starting the embedded redis-server", redact_url(url))
             self.config.redis_url = ""
+        return True
+
+    def _ports(self, embedded_redis: bool) -> dict[str, int]:
+        """Every port this start will listen on, by the process that needs it."""
+        ports = {"webhook": self.config.webhook_port, "worker": self.config.worker_port}
+        ports["notifier"] = self.config.notifier_port
+        if not self.config.waha_url:
+            ports["waha-sim"] = self.config.waha_sim_port
+        if embedded_redis:
+            ports["redis"] = self.config.redis_port
+        return ports
+
+    def _start_redis(self) -> str:
         self.redis_server = RedisServer(
             port=self.config.redis_port, data_dir=self.config.data_dir / "redis", appendfsync=self.config.appendfsync
-        ).start()
-        return self.redis_server.url
+        )
+        self.supervisor.add(self.redis_server)
+        return self.redis_server.start().url
 
     def _env(self, redis_url: str) -> dict[str, str]:
         env = dict(self.config.env)
@@ -170,6 +204,7 @@ class LocalSystem:
 
     def _start(self, proc: ManagedProcess) -> None:
         self.processes[proc.name] = proc
+        self.supervisor.add(proc)
         proc.start()
 
     def _log(self, name: str) -> Path:
@@ -192,7 +227,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     system = LocalSystem(LocalConfig.from_env())
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     try:
         system.start()
@@ -202,14 +237,12 @@ def main() -> None:
     click.echo("WhatsApp Session Manager is running:")
     for line in system.describe():
         click.echo(f"  {line}")
-    click.echo("Ctrl-C stops everything started here.")
+    click.echo("A process that exits is restarted; Ctrl-C stops everything started here.")
     try:
         while not stop.wait(1.0):
-            for proc in system.processes.values():
-                if not proc.alive():
-                    click.echo(f"{proc.name} exited ({proc.proc.returncode}); see {proc.log_path}", err=True)
-                    stop.set()
+            pass
     finally:
+        click.echo("stopping...")
         system.stop()
         click.echo("stopped.")
 

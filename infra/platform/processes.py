@@ -1,23 +1,50 @@
 """Start, watch and stop the system's processes (``make local``, end-to-end tests, chaos runs).
 
 Each function runs as its own Functions Framework process, as it would on a
-serverless platform; a process can be SIGKILLed and restarted to test crashes.
+serverless platform; a process can be SIGKILLed to test crashes, and
+:mod:`infra.platform.supervisor` starts it again. Every child runs in its own
+session (so a group signal reaches a gunicorn master and its workers) and gets
+SIGKILL if the thread that started it dies (Linux's parent-death signal), so
+nothing outlives a killed ``make local``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent thread ends.
+
+    Resolved before the fork (the child only calls prctl), and it exits at once if the parent is already
+    gone. ``None`` off Linux. Note the "parent" is the *thread* that forks: start children from threads
+    that live as long as the children should (the main thread, or the supervisor's watchers).
+    """
+    if _prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def wait_for_port(port: int, timeout_s: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -34,7 +61,7 @@ def wait_for_port(port: int, timeout_s: float = 20.0, proc: subprocess.Popen | N
 
 
 class ManagedProcess:
-    """One child process with a name; ``restart`` after ``kill`` models a crash and a platform restart."""
+    """One child process (and its process group) with a name, a log file and, optionally, a port it serves."""
 
     def __init__(
         self, name: str, argv: list[str], env: Mapping[str, str], port: int | None = None, log_path: Path | None = None
@@ -45,45 +72,89 @@ class ManagedProcess:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
 
     def start(self, timeout_s: float = 30.0) -> ManagedProcess:
+        self.spawn()
+        return self.wait_ready(timeout_s)
+
+    def spawn(self) -> ManagedProcess:
+        """Launch the process without waiting for it to serve."""
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()
-        if self.port:
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # only calls prctl, resolved before the fork
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        with self._lock:
+            self.proc = proc
+        return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> ManagedProcess:
+        """Return once the port answers; raise if the process exits first or the port stays closed."""
+        if self.port and self.proc is not None:
             wait_for_port(self.port, timeout_s, self.proc)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM the process group, without waiting."""
+        self._signal(signal.SIGTERM)
+
     def kill(self) -> None:
-        """SIGKILL the whole process group (gunicorn master and its workers), as a crash would."""
-        self._signal(signal.SIGKILL)
+        """SIGKILL the whole process group (gunicorn master and its workers), as a crash would, and reap it."""
+        proc = self._signal(signal.SIGKILL)
+        if proc is not None:
+            proc.wait()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether the process has exited within ``timeout_s``."""
+        proc = self.proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if not self.alive():
             return
-        self._signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)  # type: ignore[union-attr]
-        except subprocess.TimeoutExpired:
+        self.terminate()
+        if not self.wait(timeout_s):
             self.kill()
 
     def restart(self) -> ManagedProcess:
         self.kill()
         return self.start()
 
-    def _signal(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait()
+    def _signal(self, sig: int) -> subprocess.Popen[bytes] | None:
+        """Signal the group led by the current process; a group outliving its leader (orphaned workers) too."""
+        with self._lock:
+            proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        return proc
 
 
 def function_process(

@@ -6,6 +6,7 @@ Used by the test suite (a throw-away server on a free port) and by ``make local`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+
+from infra.platform.processes import die_with_parent
 
 
 def find_redis_server() -> str:
@@ -68,8 +71,12 @@ class RedisServer:
     """A redis-server child process on 127.0.0.1; ``appendfsync`` is ``always`` unless told otherwise.
 
     ``password`` sets ``requirepass``; ``tls`` serves TLS only on ``port`` (no plain port), and
-    ``url`` becomes ``rediss://`` with the CA to verify the server.
+    ``url`` becomes ``rediss://`` with the CA to verify the server. Like every child it runs in its own
+    session and dies with the thread that started it (see :func:`die_with_parent`); ``start`` after a
+    crash reopens the same data directory and port, replaying the AOF.
     """
+
+    name = "redis"
 
     def __init__(
         self,
@@ -97,7 +104,15 @@ class RedisServer:
             return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
     def start(self, timeout_s: float = 10.0) -> RedisServer:
+        return self.spawn().wait_ready(timeout_s)
+
+    def spawn(self) -> RedisServer:
+        """Launch redis-server without waiting for it to answer."""
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -106,7 +121,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.log_path),
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
@@ -115,7 +130,18 @@ class RedisServer:
             args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert)]
             args += ["--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca)]
             args += ["--tls-auth-clients", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for make local must not reach it before the others stop
+            preexec_fn=die_with_parent(),  # only calls prctl, resolved before the fork
+        )
+        return self
+
+    def wait_ready(self, timeout_s: float = 10.0) -> RedisServer:
+        """Return once it answers PING (after replaying its AOF); raise if it exits or stays silent."""
+        assert self.proc is not None, "spawn() first"
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -124,27 +150,51 @@ class RedisServer:
                 break
             except (redis.ConnectionError, redis.BusyLoadingError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start; see {self.data_dir / 'redis.log'}") from None
+                    raise RuntimeError(f"redis-server did not start; see {self.log_path}") from None
                 time.sleep(0.05)
         client.close()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM (redis-server fsyncs the AOF and exits), without waiting."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+
+    def wait(self, timeout_s: float) -> bool:
+        proc = self.proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.terminate()
+        if not self.wait(10):
+            self.kill()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (AOF keeps what was fsynced)."""
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
 
     def cleanup(self) -> None:
         self.stop()
