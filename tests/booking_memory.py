@@ -112,7 +112,8 @@ class MemoryBook:
         def make() -> Appointment:
             apt = self._mine(appointment_id, chat)
             slot = parse_slot_id(slot_id, self.schedule)
-            free = free_slots(self.schedule, slot.service, self.now, self._busy(but=apt.id), slot.provider, limit=10_000)
+            busy = self._busy(but=apt.id)
+            free = free_slots(self.schedule, slot.service, self.now, busy, slot.provider, limit=10_000)
             if not any(s.slot_id == slot_id for s in free):
                 raise SlotUnavailable(slot_id)
             moved = replace(apt, start=slot.start.isoformat(), end=slot.end.isoformat(), slot_id=slot_id)

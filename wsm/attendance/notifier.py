@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from wsm.attendance.handler import Handler
 from wsm.attendance.queue import average_handle_ms, estimated_wait_min, position
+from wsm.attendance.reminders import Reminders
 from wsm.core.clock import now_ms
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
@@ -27,7 +28,19 @@ BUSY_RETRY_MS = 1000  # a chat held by the worker is looked at again this soon
 
 class Notifier(Handler):
     def on_event(self, event: WakeUp) -> int:
-        return sum(self.run(keys.SessionKeys(s)) for s in self.sessions(event))
+        told = 0
+        for session in self.sessions(event):
+            told += self.run(keys.SessionKeys(session))
+            told += self.remind(session)
+        return told
+
+    def remind(self, session: str) -> int:
+        """Reminders and waitlist offers that are due (only when the flow books)."""
+        book = self.book(session)
+        talk = self.engine_for(session).talk
+        if book is None or talk is None:
+            return 0
+        return Reminders(self.redis, self.scripts, self.settings, self.sender, book, talk).run(session)
 
     def run(self, sk: keys.SessionKeys) -> int:
         """Look at the chats due now (at most one batch); returns how many were told something."""

@@ -23,6 +23,7 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``queue:seq`` | string | last ticket number given | ingest | counter |
 | ``notify:due`` | zset | waiting chats, score = ms when they may be told again | ingest, notifier | one member per waiting chat |
 | ``stats:handle_ms`` | list | recent conversation durations (ms) | worker | last 50 |
+| ``waitlist:sent`` | zset | JSON ``{chat, apt}`` of waitlist offers sent, score = ms to pass it on if unanswered | notifier | removed when answered or passed on |
 | ``fence`` | string | fencing-token counter for leases | worker, notifier | counter |
 | ``session`` | hash | WAHA session status, changed_at_ms, history | webhook | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
@@ -68,6 +69,7 @@ class SessionKeys:
         self.handle_stats = f"{tag}:stats:handle_ms"
         self.fence = f"{tag}:fence"
         self.status = f"{tag}:session"
+        self.offers_sent = f"{tag}:waitlist:sent"  # waitlist offers sent, awaiting an answer (see reminders)
 
     def seen(self, message_id: str) -> str:
         return f"{self.tag}:seen:{message_id}"
