@@ -15,6 +15,7 @@ FLOORS = {
     "ingest": 3,
     "conversation": 3,
     "delivery": 3,
+    "schedule": 3,
     "attendance": 4,
     "ops": 5,
     "adapters": 5,

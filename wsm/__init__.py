@@ -8,6 +8,7 @@ Areas stand on floors and import only from their own floor or below:
 3. ``ingest``        the webhook's HTTP handling and storing an event
    ``conversation``  the flow file and the engine that follows it, history reading
    ``delivery``      the outbox sender and the dead-letter list
+   ``schedule``      appointments: the schedule file, free slots, the booking scripts
 4. ``attendance``    slots, queue, the worker and the notifier
 5. ``ops``           operators' command line, export/erase
    ``adapters``      other platforms' entry points (AWS Lambda)

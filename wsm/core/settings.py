@@ -66,6 +66,7 @@ class Settings:
     notify_max_per_hour: int
     notify_batch: int
     flow_file: str
+    schedule_file: str
     tick_s: float
     router_max_attempts: int
     router_concurrency: int
@@ -98,6 +99,7 @@ class Settings:
             notify_max_per_hour=_int("WSM_NOTIFY_MAX_PER_HOUR", 6),
             notify_batch=_int("WSM_NOTIFY_BATCH", 200),
             flow_file=_str("WSM_FLOW_FILE"),
+            schedule_file=_str("WSM_SCHEDULE_FILE"),
             tick_s=_float("WSM_TICK_S", 5.0),
             router_max_attempts=_int("WSM_ROUTER_MAX_ATTEMPTS", 8),
             router_concurrency=_int("WSM_ROUTER_CONCURRENCY", 64),

@@ -28,6 +28,25 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``session`` | hash | WAHA session status, changed_at_ms, history | webhook | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
 
+Scheduling (:class:`ScheduleKeys`, prefix ``wsm:{S}:sched:`` unless noted):
+
+| key | type | holds | written by | bound / expiry |
+| --- | --- | --- | --- | --- |
+| ``sched:apt:<id>`` | hash | one appointment: service, provider, start/end (ISO + ms), chat, status, hold expiry | schedule scripts | ``RETENTION_MS`` (90 days) after its end |
+| ``sched:busy:<provider>`` | zset | busy intervals ``"<start>-<end>|<apt or block id>"`` (epoch minutes, end + buffer), score = start minute | schedule scripts | past members trimmed on each write |
+| ``sched:busy:<provider>:span`` | string | the longest interval ever stored there (minutes), to bound overlap queries | schedule scripts | 1 per provider |
+| ``sched:chat:<C>`` | set | the chat's appointment ids | schedule scripts | ids whose hash expired are dropped lazily; erased with the chat |
+| ``sched:holds`` | zset | held appointment ids, score = hold expiry ms | hold / confirm / cancel | an id leaves on confirm, cancel or expiry |
+| ``sched:index`` | zset | every appointment id, score = start ms (agenda, export) | schedule scripts | trimmed ``RETENTION_MS`` after start |
+| ``sched:req:<request id>`` | string | the JSON answer of a request (idempotency) | schedule scripts | ``REQUEST_TTL_S`` (7 days) |
+| ``sched:waitlist`` | list | JSON ``{chat, service, provider, day}`` waiting for a freed slot, oldest first | waitlist / cancel / reschedule | ``WAITLIST_MAX`` |
+| ``reminders:due`` (``wsm:{S}:``) | zset | ``"<apt id>|<minutes before>"``, score = due ms | confirm / cancel / reschedule | removed by the reminder sender or on cancel |
+| ``calendar:outbox`` (``wsm:{S}:``) | list | JSON of an appointment after each booked change, for CalDAV | confirm / cancel / reschedule | ``CALENDAR_OUTBOX_MAX`` (LTRIM) |
+| ``waitlist:offers`` (``wsm:{S}:``) | zset | JSON offer (a hold made for a waiting chat), score = ms made | cancel / reschedule | removed by the sender; ``WAITLIST_MAX`` |
+
+The schedule scripts reach per-appointment, per-provider and per-chat keys from the prefix they are given
+(``ARGV[1]``) with the suffixes above (``apt:``, ``busy:``, ``chat:``): all inside the session's hash slot.
+
 Global:
 
 | key | type | holds | bound |
@@ -98,3 +117,49 @@ class ChatKeys:
     def all(self) -> list[str]:
         """Every key that holds this chat's data (for export and erase)."""
         return [self.log, self.msgs, self.inbox, self.state, self.outbox, self.lease, self.notify]
+
+
+class ScheduleKeys:
+    """Key names of the appointments of one session (see the scheduling table above)."""
+
+    RETENTION_MS = 90 * 86400 * 1000
+    REQUEST_TTL_S = 7 * 86400
+    CALENDAR_OUTBOX_MAX = 10000
+    WAITLIST_MAX = 1000
+
+    def __init__(self, session: str) -> None:
+        tag = session_tag(session)
+        self.prefix = f"{tag}:sched:"
+        self.holds = f"{self.prefix}holds"
+        self.index = f"{self.prefix}index"
+        self.waitlist = f"{self.prefix}waitlist"
+        self.reminders_due = f"{tag}:reminders:due"
+        self.calendar_outbox = f"{tag}:calendar:outbox"
+        self.waitlist_offers = f"{tag}:waitlist:offers"
+
+    def appointment(self, appointment_id: str) -> str:
+        return f"{self.prefix}apt:{appointment_id}"
+
+    def busy(self, provider: str) -> str:
+        return f"{self.prefix}busy:{provider}"
+
+    def busy_span(self, provider: str) -> str:
+        return f"{self.prefix}busy:{provider}:span"
+
+    def chat(self, chat_id: str) -> str:
+        return f"{self.prefix}chat:{chat_id}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.prefix}req:{request_id}"
+
+    def script_keys(self, request_id: str) -> list[str]:
+        """KEYS of every schedule script, in the order their headers name them."""
+        return [
+            self.request(request_id),
+            self.holds,
+            self.index,
+            self.reminders_due,
+            self.calendar_outbox,
+            self.waitlist,
+            self.waitlist_offers,
+        ]

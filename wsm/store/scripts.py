@@ -22,12 +22,24 @@ NAMES = (
     "outbox_sent",
     "heartbeat_lease",
     "acquire_lease",
+    "schedule_hold",
+    "schedule_confirm",
+    "schedule_cancel",
+    "schedule_reschedule",
+    "schedule_block",
+    "schedule_expire",
+    "schedule_waitlist",
+    "schedule_erase",
 )
+SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
 
 
 @cache
 def _source(name: str) -> str:
-    return resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
+    text = resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
+    if name.startswith("schedule_"):
+        return _source(SCHEDULE_LIB) + "\n" + text
+    return text
 
 
 class Scripts:
@@ -46,3 +58,11 @@ class Scripts:
     outbox_sent: Script
     heartbeat_lease: Script
     acquire_lease: Script
+    schedule_hold: Script
+    schedule_confirm: Script
+    schedule_cancel: Script
+    schedule_reschedule: Script
+    schedule_block: Script
+    schedule_expire: Script
+    schedule_waitlist: Script
+    schedule_erase: Script
