@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from infra.waha_sim import payloads as wp
-from tests.booking_helpers import always_open
 from infra.waha_sim.core import WahaSimulator
+from tests.booking_helpers import always_open
 from wsm.attendance.notifier import Notifier
 from wsm.attendance.worker import Worker
 from wsm.conversation.engine import Engine
