@@ -3,9 +3,10 @@
 What a chat leaves in Redis (see :mod:`wsm.store.keys`): its own keys (:meth:`ChatKeys.all`), its
 membership in the session's ``ready``/``active``/``queue``/``notify:due`` sets, a dedupe marker
 ``seen:<id>`` and maybe an early ack ``ack:<id>`` per message id (WAHA ids hold the phone number),
-and dead-letter entries that name it. Erasing removes all of these; an active chat's slot is
-given to the next waiting chat. Redis's AOF/RDB files keep erased data until the next
-rewrite (``BGREWRITEAOF``) and backups until they rotate.
+dead-letter entries that name it, and its appointments (:mod:`wsm.schedule.book`: hashes, busy
+intervals, reminders, waitlist, offers, calendar-outbox records, remembered answers). Erasing
+removes all of these; an active chat's slot is given to the next waiting chat. Redis's AOF/RDB
+files keep erased data until the next rewrite (``BGREWRITEAOF``) and backups until they rotate.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis
 
 from wsm.attendance.queue import admit_waiting
 from wsm.conversation.history import read_history
+from wsm.schedule.book import erase_appointments, export_appointments
 from wsm.store import keys
 from wsm.store.connection import redis_errors
 from wsm.store.scripts import Scripts
@@ -36,6 +38,7 @@ class Erased:
     keys_deleted: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # ready / active / queue / notify:due
     deadletter_entries: int = 0
+    appointments: int = 0  # appointments deleted (their slots freed)
     admitted: list[str] = field(default_factory=list)  # chats given the freed slot
 
 
@@ -76,6 +79,7 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
             "dedupe_markers": sorted(markers["seen"]),
             "early_acks": {name: json.loads(raw) for name, raw in early_acks.items() if raw},
             "deadletter": [json.loads(raw) for raw in _deadletter_entries(client, chat_id)],
+            "schedule": export_appointments(client, session, chat_id),
         }
 
 
@@ -101,6 +105,7 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
         result.left = [label for label, n in zip(("ready", "active", "queue", "notify:due"), removed, strict=True) if n]
         for raw in _deadletter_entries(client, chat_id):
             result.deadletter_entries += int(client.lrem(keys.DEADLETTER, 1, raw))
+        result.appointments = erase_appointments(client, session, chat_id)
         if "active" in result.left:
             result.admitted = admit_waiting(client, Scripts(client), sk, max_active)
     return result

@@ -14,6 +14,7 @@ from wsm.core.errors import RedisUnavailable
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import get_settings
 from wsm.ops.chat_data import erase_chat, export_chat
+from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
 
 
@@ -65,12 +66,16 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
     except RedisUnavailable as e:
         raise click.ClickException(str(e)) from e
     parts = [f"{len(erased.keys_deleted)} keys", f"{erased.deadletter_entries} dead-letter entries"]
+    parts.append(f"{erased.appointments} appointments")
     if erased.left:
         parts.append("left " + ", ".join(erased.left))
     if erased.admitted:
         parts.append("slot given to " + ", ".join(mask_chat(c, settings.mask_phones) for c in erased.admitted))
     click.echo(f"erased {chat_id} in session {session}: " + "; ".join(parts))
     click.echo("Redis AOF/RDB files keep the erased data until the next BGREWRITEAOF; backups until they rotate.")
+
+
+main.add_command(schedule)
 
 
 def _line(message: dict[str, Any]) -> str:

@@ -202,8 +202,7 @@ class Book:
 
     def erase_chat(self, chat: str) -> int:
         """Delete every appointment of ``chat`` and every record naming it (erasure request); returns how many."""
-        with redis_errors():
-            return int(self._call(self.scripts.schedule_erase, f"erase:{uuid.uuid4().hex}", chat=chat))
+        return erase_appointments(self.client, self.session, chat)
 
     def offers(self) -> list[dict[str, Any]]:
         """Waitlist offers not yet sent (oldest first), for the notifier."""
@@ -267,3 +266,49 @@ class _NoProvider:
 
 
 _NONE = _NoProvider()
+
+
+def export_appointments(client: redis.Redis, session: str, chat: str) -> dict[str, Any]:
+    """Everything the scheduling keys hold about ``chat`` (no schedule file needed): for an access request."""
+    keys = ScheduleKeys(session)
+    with redis_errors():
+        ids = sorted(client.smembers(keys.chat(chat)))
+        pipe = client.pipeline(transaction=False)
+        for appointment_id in ids:
+            pipe.hgetall(keys.appointment(appointment_id))
+        raws = [raw for raw in pipe.execute() if raw]
+        waiting = [json.loads(raw) for raw in client.lrange(keys.waitlist, 0, -1)]
+        offers = [json.loads(raw) for raw in client.zrange(keys.waitlist_offers, 0, -1)]
+    appointments = sorted((Appointment.from_dict(raw).to_dict() for raw in raws), key=lambda a: a["start"])
+    return {
+        "appointments": appointments,
+        "waitlist": [w for w in waiting if w.get("chat") == chat],
+        "waitlist_offers": [o for o in offers if o.get("chat") == chat],
+    }
+
+
+def erase_appointments(client: redis.Redis, session: str, chat: str) -> int:
+    """Delete the chat's appointments and every scheduling record naming it; returns how many appointments.
+
+    One script frees its slots and removes hashes, reminders, waitlist, offers and calendar-outbox records;
+    then remembered request answers (``sched:req:*``) that name the chat are deleted too.
+    """
+    keys = ScheduleKeys(session)
+    script = Scripts(client).schedule_erase
+    request_id = f"erase:{uuid.uuid4().hex}"
+    args = {
+        "now_ms": now_ms(),
+        "reminders": [],
+        "outbox_max": ScheduleKeys.CALENDAR_OUTBOX_MAX,
+        "retention_ms": ScheduleKeys.RETENTION_MS,
+        "req_ttl_s": ScheduleKeys.REQUEST_TTL_S,
+        "request_id": request_id,
+        "chat": chat,
+    }
+    with redis_errors():
+        erased = int(script(keys=keys.script_keys(request_id), args=[keys.prefix, json.dumps(args)]))
+        for name in client.scan_iter(match=keys.request("*"), count=1000):
+            raw = client.get(name)
+            if raw and chat in raw:
+                client.unlink(name)
+    return erased

@@ -11,7 +11,12 @@ for _, id in ipairs(redis.call('SMEMBERS', k_chat(A.chat))) do
   end
   redis.call('ZREM', K_HOLDS, id)
   redis.call('ZREM', K_INDEX, id)
-  unremind(id)
+  local cursor = '0'
+  repeat
+    local page = redis.call('ZSCAN', K_REMIND, cursor, 'MATCH', id .. '|*', 'COUNT', 1000)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do redis.call('ZREM', K_REMIND, page[2][i]) end
+  until cursor == '0'
   redis.call('DEL', k_apt(id))
 end
 redis.call('DEL', k_chat(A.chat))
