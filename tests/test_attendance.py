@@ -14,6 +14,7 @@ import redis
 
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
+from tests.booking_helpers import always_open
 from wsm.attendance.notifier import Notifier
 from wsm.attendance.worker import Worker
 from wsm.conversation.engine import Engine
@@ -40,9 +41,10 @@ class Platform:
         self.r, self.sim, self.settings = r, sim, settings
         waha = WahaClient(sim.url, timeout_s=5)
         engine = Engine(load_flow())
+        schedule = always_open()
         self.ingestor = Ingestor(r, settings)
-        self.worker = Worker(r, settings, waha, engine)
-        self.notifier = Notifier(r, settings, waha, engine)
+        self.worker = Worker(r, settings, waha, engine, schedule)
+        self.notifier = Notifier(r, settings, waha, engine, schedule)
 
     def say(self, chat: str, text: str, body: dict | None = None) -> dict:
         body = body or wp.message_event(chat, text)
@@ -102,16 +104,18 @@ def test_leaving_frees_the_slot_next_is_admitted_and_queue_moves(platform: Platf
     assert platform.r.zrange(SK.active, 0, -1) == [B] and platform.r.zrange(SK.queue, 0, -1) == [C]
 
 
-def test_a_full_conversation_collects_confirms_and_ends(platform: Platform) -> None:
-    for text in ("oi", "1", "Maria Silva", "15/12", "1"):
+def test_a_full_conversation_collects_books_confirms_and_ends(platform: Platform) -> None:
+    for text in ("oi", "1", "Maria Silva", "amanhã às 10h", "1", "sim"):
         platform.say(A, text)
     replies = platform.texts(A)
     assert "Qual é o seu nome completo?" in replies[1]
-    assert "consulta para Maria Silva em 15/12" in replies[3]
-    assert replies[4].startswith("Pronto, Maria Silva!")
+    assert "Obrigado, Maria Silva!" in replies[2] and "Horários livres para Consulta:" in replies[2]
+    assert "1. " in replies[3] and "às 10:00 com Dra. Ana" in replies[3].splitlines()[1]
+    assert replies[4].startswith("Confirma Consulta") and "às 10:00 com Dra. Ana?" in replies[4]
+    assert replies[5].startswith("Agendado! ✅ Consulta") and "Até logo!" in replies[5]
     assert platform.r.zcard(SK.active) == 0
     result = json.loads(platform.r.hget(SK.chat(A).state, "last_result"))
-    assert result == {"name": "Maria Silva", "date": "15/12"}
+    assert result == {"name": "Maria Silva", "booking_result": "booked"}
 
 
 def test_invalid_option_and_menu_word(platform: Platform) -> None:

@@ -14,8 +14,11 @@ from infra.platform.local import LocalSystem
 from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
+from tests import booking_helpers
 from tests.conftest import local_config
 from wsm.conversation.history import read_history
+from wsm.schedule.book import Book
+from wsm.store import keys
 from wsm.store.connection import get_redis
 
 pytestmark = pytest.mark.slow
@@ -42,6 +45,7 @@ class System:
             "WSM_TYPING_MAX_MS": "20",
             "WSM_NOTIFY_MIN_INTERVAL_S": "0",
             "WSM_LEASE_MS": "3000",
+            "WSM_SCHEDULE_FILE": str(booking_helpers.write(tmp_path / "schedule.yaml")),
         }
         config = local_config(tmp_path, {**os.environ, **base, **env}, waha_url=self.sim.url, webhook_port=webhook_port)
         config.env.pop("REDIS_URL", None)
@@ -152,13 +156,13 @@ def test_worker_killed_mid_conversation_loses_nothing_and_keeps_order(system: Sy
     system.say(A, "1")
     system.local["worker"].kill()  # make local's supervisor starts it again; nothing else does
     system.say(A, "Maria Souza")
-    system.say(A, "20/12")
-    system.wait_text(A, "Confirmando: consulta para Maria Souza em 20/12")
+    system.say(A, "amanhã às 15h")
+    system.wait_text(A, "às 15:00 com Dra. Ana")
     time.sleep(1.5)
     replies = system.texts(A)
-    assert "Confirmando: consulta para Maria Souza em 20/12" in replies[-1]
+    assert "Horários livres para Consulta:" in replies[-1] and "Obrigado, Maria Souza!" in "".join(replies[-2:])
     inbound = [m["text"] for m in system.history(A) if m["direction"] == "in"]
-    assert inbound == ["oi", "1", "Maria Souza", "20/12"]
+    assert inbound == ["oi", "1", "Maria Souza", "amanhã às 15h"]
     # A kill between WAHA's answer and the outbox pop may resend that one reply (the design's only
     # duplicate window); anything more would be a bug.
     assert len(replies) - len(set(replies)) <= 1, replies
@@ -175,5 +179,82 @@ def test_throttling_holds_end_to_end(tmp_path) -> None:
         s.wait_texts(chats[1], 2)  # admitted: its turn
         time.sleep(2)  # ticks pass; the others moved up but were told less than an hour ago
         assert len(s.texts(chats[2])) == 1 and len(s.texts(chats[3])) == 1
+    finally:
+        s.stop()
+
+
+def test_book_be_reminded_reschedule_and_cancel_in_portuguese(system: System) -> None:
+    r = get_redis(system.local.redis_url)
+    due = keys.ScheduleKeys("default").reminders_due
+    for text, expected in [
+        ("oi", "Como posso ajudar?"),
+        ("1", "nome completo"),
+        ("Maria Souza", "Horários livres para Consulta:"),
+        ("amanhã às 10h", "às 10:00 com Dra. Ana"),
+        ("1", "Confirma Consulta"),
+        ("sim", "Agendado! ✅ Consulta"),
+    ]:
+        system.say(A, text)
+        system.wait_text(A, expected)
+    booked = system.texts(A)[-1]
+    assert "às 10:00 com Dra. Ana" in booked
+    assert system.sim.wait_for(lambda: r.zcard(due) == 1, 10)
+    for member in r.zrange(due, 0, -1):
+        r.zadd(due, {member: 0})  # time passes: the reminder is due
+    reminder = system.wait_text(A, "Lembrete: Consulta")[-1]
+    assert "às 10:00 com Dra. Ana" in reminder and "1. Confirmar\n2. Remarcar\n3. Cancelar" in reminder
+
+    system.say(A, "2")
+    system.wait_text(A, "Horários livres para Consulta:")
+    system.say(A, "amanhã às 16h")
+    system.wait_text(A, "às 16:00 com Dra. Ana")
+    system.say(A, "1")
+    system.wait_text(A, "Remarcar Consulta para")
+    system.say(A, "sim")
+    assert "às 16:00 com Dra. Ana" in system.wait_text(A, "Remarcado! ✅")[-1]
+
+    system.say(A, "cancelar")
+    system.wait_text(A, "Cancelar Consulta")
+    system.say(A, "sim")
+    assert "às 16:00" in system.wait_text(A, "Agendamento cancelado")[-1]
+    system.say(A, "meus agendamentos")
+    system.wait_text(A, "Você não tem agendamentos futuros")
+    time.sleep(1.5)
+    replies = system.texts(A)
+    assert sum(t.startswith("Lembrete") for t in replies) == 1
+    assert r.zcard(due) == 0
+
+
+def test_twenty_people_racing_for_one_slot_end_with_one_booking(tmp_path) -> None:
+    s = System(tmp_path, WSM_MAX_ACTIVE="25")
+    try:
+        chats = [f"55119555500{i:02d}@c.us" for i in range(20)]
+        for chat in chats:
+            s.say(chat, "oi")
+        for chat in chats:
+            s.wait_text(chat, "Como posso ajudar?")
+            s.say(chat, "1")
+        for chat in chats:
+            s.wait_text(chat, "nome completo")
+            s.say(chat, "Pessoa")
+        for chat in chats:
+            s.wait_text(chat, "Horários livres para Consulta:")
+        assert len({s.texts(chat)[-1].splitlines()[3] for chat in chats}) == 1  # the same first slot
+        bodies = [wp.message_event(chat, "1") for chat in chats]
+        deliveries = [s.sim.post_webhook(body) for body in bodies]  # all at once
+        assert all(d.wait(10) and d.ok for d in deliveries)
+        for chat in chats:
+            s.sim.wait_for(lambda chat=chat: len(s.texts(chat)) >= 4, 30)
+        answers = [s.texts(chat)[-1] for chat in chats]
+        assert sum(a.startswith("Confirma Consulta") for a in answers) == 1, answers
+        losers = [a for a in answers if "esse horário acabou de ser ocupado" in a]
+        assert len(losers) == 19 and all("Horários livres para Consulta:" in a for a in losers)
+        winner = next(c for c, a in zip(chats, answers, strict=True) if a.startswith("Confirma"))
+        s.say(winner, "sim")
+        s.wait_text(winner, "Agendado!")
+        r = get_redis(s.local.redis_url)
+        schedule = booking_helpers.always_open()
+        book = Book(r, schedule, "default")
+        assert [len(book.appointments(c)) for c in chats].count(1) == 1
     finally:
         s.stop()

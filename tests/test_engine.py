@@ -8,7 +8,7 @@ import json
 import pytest
 
 from wsm.conversation.engine import Engine
-from wsm.conversation.flow import load_flow, parse_flow
+from wsm.conversation.flow import parse_flow
 from wsm.store.turn import Turn
 
 FLOW = {
@@ -97,7 +97,9 @@ def test_the_first_message_is_answered_with_the_greeting_and_the_first_step(engi
     assert turn.replies == [WELCOME, MENU]
     assert turn.text == f"{WELCOME}\n\n{MENU}"
     assert turn.end is None
-    assert turn.state == {"conv": "1", "admitted_from_queue": "0", "closed_reason": "", "step": "menu", "fields": "{}"}
+    assert turn.state == {
+        "conv": "1", "admitted_from_queue": "0", "closed_reason": "", "step": "menu", "fields": "{}", "booking": "",
+    }  # fmt: skip
 
 
 def test_the_messages_that_open_a_conversation_are_not_read_as_answers(engine: Engine) -> None:
@@ -239,7 +241,7 @@ def test_the_leave_word_ends_the_conversation(chat: Chat, word: str) -> None:
     turn = chat.say(word)
     assert turn.replies == ["Bye."]
     assert turn.end == "left"
-    assert turn.state == {"conv": "0", "step": "", "fields": "{}"}
+    assert turn.state == {"conv": "0", "step": "", "fields": "{}", "booking": ""}
     assert "last_result" not in chat.state  # leaving is not a result
 
 
@@ -431,20 +433,3 @@ def test_render_prefers_values_over_answers_over_vars(engine: Engine) -> None:
 def test_a_step_before_its_answers_shows_the_placeholders(engine: Engine) -> None:
     c = Chat(engine, conv="1", step="ask_day", fields="{}")
     assert c.say("15/12").replies == ["{name} on 15/12, {nobody} stays. Right?\n1. Sim\n2. Não, corrigir"]
-
-
-# --- the shipped flow -------------------------------------------------------------------------------------
-
-
-def test_the_shipped_flow_books_a_consultation() -> None:
-    c = Chat(Engine(load_flow()))
-    greeting = c.say("oi")
-    assert greeting.replies[0] == "Olá! 👋 Aqui é o atendimento virtual da Clínica Exemplo."
-    assert greeting.replies[1].startswith("Como posso ajudar?\n1. Agendar consulta\n")
-    confirm = c.say("agendar consulta", "Ana Souza", "15/12")
-    assert (
-        confirm.replies[-1] == "Confirmando: consulta para Ana Souza em 15/12. Está correto?\n1. Sim\n2. Não, corrigir"
-    )
-    done = c.say("sim")
-    assert done.end == "done"
-    assert json.loads(c.state["last_result"]) == {"name": "Ana Souza", "date": "15/12"}

@@ -130,7 +130,8 @@ def test_a_step_of_no_kind_is_refused() -> None:
     data = valid()
     data["steps"]["bye"] = {"say": "Bye"}
     assert problems(data) == (
-        "invalid flow: step 'bye' needs exactly one of 'options', 'collect' (with 'next') or 'end'"
+        "invalid flow: step 'bye' needs exactly one of 'options', 'collect' (with 'next'), "
+        "'end' or 'schedule' (with 'next')"
     )
 
 
@@ -143,7 +144,8 @@ def test_a_step_of_two_kinds_is_refused(extra: dict[str, str]) -> None:
     data = valid()
     data["steps"]["menu"].update(extra)
     assert problems(data) == (
-        "invalid flow: step 'menu' needs exactly one of 'options', 'collect' (with 'next') or 'end'"
+        "invalid flow: step 'menu' needs exactly one of 'options', 'collect' (with 'next'), "
+        "'end' or 'schedule' (with 'next')"
     )
 
 
@@ -151,7 +153,8 @@ def test_collect_and_end_in_one_step_is_refused() -> None:
     data = valid()
     data["steps"]["ask"]["end"] = "done"
     assert problems(data) == (
-        "invalid flow: step 'ask' needs exactly one of 'options', 'collect' (with 'next') or 'end'"
+        "invalid flow: step 'ask' needs exactly one of 'options', 'collect' (with 'next'), "
+        "'end' or 'schedule' (with 'next')"
     )
 
 

@@ -13,10 +13,12 @@ from typing import Any, ClassVar
 import redis
 
 from wsm.conversation.engine import Engine
-from wsm.conversation.flow import load_flow
+from wsm.conversation.flow import Flow, FlowError, load_flow
 from wsm.core.errors import BadEvent
 from wsm.core.settings import Settings, get_settings
 from wsm.delivery.outbox import Sender
+from wsm.schedule.book import Book
+from wsm.schedule.config import Schedule, load_schedule
 from wsm.store import keys
 from wsm.store.connection import get_redis, redis_errors
 from wsm.store.events import WakeUp
@@ -31,12 +33,37 @@ class Handler:
 
     _instances: ClassVar[dict[tuple[type, int, int], Handler]] = {}
 
-    def __init__(self, client: redis.Redis, settings: Settings, waha: WahaClient, engine: Engine) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        waha: WahaClient,
+        engine: Engine,
+        schedule: Schedule | None = None,
+    ) -> None:
         self.redis = client
         self.settings = settings
         self.scripts = Scripts(client)
         self.sender = Sender(client, waha)
         self.engine = engine
+        self.schedule = schedule
+        self._books: dict[str, tuple[Book, Engine]] = {}
+
+    def book(self, session: str) -> Book | None:
+        """The session's appointment book (None when the flow does not book)."""
+        return self._booking(session)[0] if self.schedule is not None else None
+
+    def engine_for(self, session: str) -> Engine:
+        """The engine with the session's booking port (the plain engine when the flow does not book)."""
+        return self._booking(session)[1] if self.schedule is not None else self.engine
+
+    def _booking(self, session: str) -> tuple[Book, Engine]:
+        found = self._books.get(session)
+        if found is None and self.schedule is not None:
+            book = Book(self.redis, self.schedule, session)
+            found = self._books[session] = (book, Engine(self.engine.flow, book))
+        assert found is not None
+        return found
 
     def on_event(self, event: WakeUp) -> Any:
         raise NotImplementedError
@@ -52,8 +79,9 @@ class Handler:
         found = cls._instances.get(key)
         if found is None:
             waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
-            engine = Engine(load_flow(settings.flow_file))
-            found = cls._instances[key] = cls(get_redis(settings.redis_url), settings, waha, engine)
+            flow = load_flow(settings.flow_file)
+            schedule = schedule_for(flow, settings.schedule_file)
+            found = cls._instances[key] = cls(get_redis(settings.redis_url), settings, waha, Engine(flow), schedule)
         return found
 
     @classmethod
@@ -70,3 +98,14 @@ class Handler:
             return
         with redis_errors():
             cls.for_process().on_event(event)
+
+
+def schedule_for(flow: Flow, path: str) -> Schedule | None:
+    """The schedule a booking flow needs (None for a flow without ``schedule`` steps); a mismatch fails start-up."""
+    if not flow.books:
+        return None
+    schedule = load_schedule(path)
+    problems = flow.schedule_problems(set(schedule.services), set(schedule.providers))
+    if problems:
+        raise FlowError(f"the flow does not fit the schedule {schedule.source or path}: " + "; ".join(problems))
+    return schedule

@@ -15,6 +15,7 @@ from functools import cached_property
 
 from wsm.attendance.handler import Handler
 from wsm.attendance.queue import average_handle_ms, estimated_wait_min, position
+from wsm.attendance.reminders import Reminders
 from wsm.core.clock import now_ms
 from wsm.schedule.caldav_push import CalendarPush
 from wsm.store import keys
@@ -31,7 +32,19 @@ class Notifier(Handler):
     def on_event(self, event: WakeUp) -> int:
         if event.type == TICK:  # appointment changes reach the clinic's calendar on ticks (off without CALDAV_URL)
             self.calendar.sweep(self.sessions(event))
-        return sum(self.run(keys.SessionKeys(s)) for s in self.sessions(event))
+        told = 0
+        for session in self.sessions(event):
+            told += self.run(keys.SessionKeys(session))
+            told += self.remind(session)
+        return told
+
+    def remind(self, session: str) -> int:
+        """Reminders and waitlist offers that are due (only when the flow books)."""
+        book = self.book(session)
+        talk = self.engine_for(session).talk
+        if book is None or talk is None:
+            return 0
+        return Reminders(self.redis, self.scripts, self.settings, self.sender, book, talk).run(session)
 
     @cached_property
     def calendar(self) -> CalendarPush:

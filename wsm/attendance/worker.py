@@ -128,7 +128,8 @@ class Worker(Handler):
     def _converse(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> bool:
         """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""
         ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
-        turn = self.engine.turn(state, [m.get("text") or "" for m in ordered])
+        engine = self.engine_for(store.session)
+        turn = engine.turn(state, [m.get("text") or "" for m in ordered], store.chat_id, [m["id"] for m in ordered])
         if turn.end is EndReason.HANDOFF:
             turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
         store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])

@@ -1,16 +1,34 @@
 """Conversation engine v1: given a chat's state and its new messages, decide the replies and the next state.
 
-Pure logic, no I/O: the worker reads state and inbox, calls :meth:`Engine.turn`, and commits the
-result atomically. All replies of one turn are sent as one WhatsApp message (a burst becomes one turn).
+Pure logic, no I/O of its own: the worker reads state and inbox, calls :meth:`Engine.turn`, and commits
+the result atomically. All replies of one turn are sent as one WhatsApp message (a burst becomes one
+turn). Booking steps talk to the scheduling core through the :class:`BookingPort` the worker passes in.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
+from wsm.conversation import booking
+from wsm.conversation.booking import BookingPort, BookingTalk, Outcome
 from wsm.conversation.flow import Flow, Step, normalize
 from wsm.core.status import EndReason
 from wsm.store.turn import Turn
+
+NOTICE_FIELD = "notice"  # chat state: JSON {"kind": "reminder" | "offer", "apt": id} of the last notice sent
+BOOKING_FIELD = "booking"  # chat state: JSON of the booking conversation in progress ("" = none)
+
+
+@dataclass
+class _Ctx:
+    """One turn's booking context: who, which message, and the booking conversation in progress."""
+
+    chat: str
+    booking: dict[str, Any] | None
+    request_id: str = ""
 
 
 class _Format(dict):
@@ -19,8 +37,9 @@ class _Format(dict):
 
 
 class Engine:
-    def __init__(self, flow: Flow) -> None:
+    def __init__(self, flow: Flow, port: BookingPort | None = None, clock: Any = None) -> None:
         self.flow = flow
+        self.talk = BookingTalk(port, flow.texts, clock) if port is not None else None
 
     def render(self, template: str, fields: dict[str, str] | None = None, **values: object) -> str:
         return template.format_map(_Format({**self.flow.vars, **(fields or {}), **values}))
@@ -30,21 +49,69 @@ class Engine:
         lines += [f"{o.key}. {o.label}" for o in step.options]
         return "\n".join(lines)
 
-    def turn(self, state: dict[str, str], texts: list[str]) -> Turn:
-        """Handle the messages of an active chat, oldest first."""
+    def turn(
+        self, state: dict[str, str], texts: list[str], chat: str = "", message_ids: list[str] | None = None
+    ) -> Turn:
+        """Handle the messages of an active chat, oldest first.
+
+        ``message_ids`` (one per text) make the booking request ids, so a retried turn books nothing twice.
+        """
         fields = json.loads(state.get("fields") or "{}")
+        ids = list(message_ids or []) or [uuid.uuid4().hex for _ in texts]
+        ctx = _Ctx(chat, booking.loads(state.get(BOOKING_FIELD)))
         turn = Turn()
+        notice = booking.loads(state.get(NOTICE_FIELD))
+        if notice:
+            turn.state[NOTICE_FIELD] = ""
+        if notice and texts and self.talk is not None:
+            ctx.request_id = ids[0]
+            outcome = self.talk.from_notice(notice["kind"], notice["apt"], texts[0], chat, ids[0])
+            if outcome is not None:
+                return self._after_notice(turn, state, fields, ctx, outcome, texts[1:], ids[1:])
         if any(normalize(t) in self.flow.leave_words for t in texts) and state.get("conv") != "1":
             return self._end(turn, EndReason.LEFT, self.flow.texts["goodbye"])
         if state.get("conv") != "1":
             return self._open(turn, state, fields)
         step = self.flow.steps.get(state.get("step") or "") or self.flow.steps[self.flow.start]
-        for text in texts:
-            step = self._handle(turn, step, fields, text)
+        return self._continue(turn, step, fields, ctx, texts, ids)
+
+    def _continue(
+        self, turn: Turn, step: Step, fields: dict[str, str], ctx: _Ctx, texts: list[str], ids: list[str]
+    ) -> Turn:
+        for text, message_id in zip(texts, ids, strict=False):
+            ctx.request_id = message_id
+            step = self._handle(turn, step, fields, text, ctx)
             if turn.end:
                 return turn
-        turn.state.update(step=step.name, fields=json.dumps(fields, ensure_ascii=False))
+        turn.state.update(
+            step=step.name, fields=json.dumps(fields, ensure_ascii=False), **{BOOKING_FIELD: booking.dumps(ctx.booking)}
+        )
         return turn
+
+    def _after_notice(
+        self,
+        turn: Turn,
+        state: dict[str, str],
+        fields: dict[str, str],
+        ctx: _Ctx,
+        outcome: Outcome,
+        texts: list[str],
+        ids: list[str],
+    ) -> Turn:
+        """The person answered a reminder or an offer, maybe outside any conversation."""
+        turn.replies += outcome.replies
+        ctx.booking = outcome.state
+        if ctx.booking is None and state.get("conv") != "1":
+            turn.end = EndReason.DONE
+            turn.state.update(conv="0", step="", fields="{}", **{BOOKING_FIELD: ""})
+            return turn
+        if ctx.booking is not None:
+            ctx.booking["after"] = ""  # back to the menu when done
+        step = self.flow.steps.get(state.get("step") or "") if state.get("conv") == "1" else None
+        if step is None:
+            step, fields = self.flow.steps[self.flow.start], {}
+            turn.state.update(conv="1", admitted_from_queue="0", closed_reason="")
+        return self._continue(turn, step, fields, ctx, texts, ids)
 
     def idle_close(self) -> Turn:
         """The person stopped answering: tell them, keep where they stopped so they can resume."""
@@ -71,33 +138,85 @@ class Engine:
         turn.state.update(
             conv="1", admitted_from_queue="0", closed_reason="", step=step.name, fields=json.dumps(fields)
         )
+        if step.schedule is None:
+            turn.state[BOOKING_FIELD] = ""
         return turn
 
-    def _handle(self, turn: Turn, step: Step, fields: dict[str, str], text: str) -> Step:
+    def _handle(self, turn: Turn, step: Step, fields: dict[str, str], text: str, ctx: _Ctx) -> Step:
         word = normalize(text)
         if word in self.flow.leave_words:
+            self._release_hold(ctx)
             self._end(turn, EndReason.LEFT, self.flow.texts["goodbye"])
             return step
         if word in self.flow.menu_words:
-            return self._enter(turn, self.flow.steps[self.flow.start], fields)
+            self._release_hold(ctx)
+            return self._enter(turn, self.flow.steps[self.flow.start], fields, ctx)
+        action = self._booking_word(word)
+        if action and self.talk is not None:
+            self._release_hold(ctx)
+            return self._book(turn, step, fields, ctx, self.talk.start(action, ctx.chat), after="")
+        if ctx.booking is not None and self.talk is not None:
+            return self._book(turn, step, fields, ctx, self.talk.handle(ctx.booking, text, ctx.chat, ctx.request_id))
         if step.collect:
             fields[step.collect] = text.strip()
-            return self._enter(turn, self.flow.steps[step.next or self.flow.start], fields)
+            return self._enter(turn, self.flow.steps[step.next or self.flow.start], fields, ctx)
         for option in step.options:
             if word in (normalize(option.key), normalize(option.label)):
-                return self._enter(turn, self.flow.steps[option.next], fields)
+                return self._enter(turn, self.flow.steps[option.next], fields, ctx)
         turn.replies += [self.flow.texts["invalid_option"], self.prompt(step, fields)]
         return step
 
-    def _enter(self, turn: Turn, step: Step, fields: dict[str, str]) -> Step:
+    def _booking_word(self, word: str) -> str:
+        for action, words in self.flow.booking_words.items():
+            if word in words:
+                return "list" if action == "appointments" else action
+        return ""
+
+    def _enter(self, turn: Turn, step: Step, fields: dict[str, str], ctx: _Ctx | None = None) -> Step:
+        if step.schedule is not None:
+            if step.say:
+                turn.replies.append(self.render(step.say, fields))
+            if self.talk is None or ctx is None:
+                turn.replies.append(booking.TEXTS["booking_unavailable"])
+                return self._enter(turn, self.flow.steps[step.next or self.flow.start], fields, ctx)
+            spec = step.schedule
+            outcome = self.talk.start(spec.action, ctx.chat, spec.service, spec.provider)
+            return self._book(turn, step, fields, ctx, outcome, after=step.next or "")
         turn.replies.append(self.prompt(step, fields))
         if step.end:
             turn.end = step.end
             turn.state.update(conv="0", step="", fields="{}", last_result=json.dumps(fields, ensure_ascii=False))
         return step
 
+    def _book(
+        self, turn: Turn, step: Step, fields: dict[str, str], ctx: _Ctx, outcome: Outcome, after: str | None = None
+    ) -> Step:
+        """Apply what the booking conversation answered; when it is over, go on to the step after it."""
+        turn.replies += outcome.replies
+        after = (ctx.booking or {}).get("after", "") if after is None else after
+        if outcome.state is not None:
+            ctx.booking = {**outcome.state, "after": after}
+            return step
+        ctx.booking = None
+        if outcome.done in ("booked", "rescheduled", "cancelled"):
+            fields["booking_result"] = outcome.done
+        target = self.flow.steps.get(after) if after and outcome.done in ("booked", "waitlist") else None
+        if target is None and step.schedule is not None:
+            target = self.flow.steps[self.flow.start]
+        if target is None:
+            turn.replies.append(self.prompt(step, fields))
+            return step
+        return self._enter(turn, target, fields, ctx)
+
+    def _release_hold(self, ctx: _Ctx) -> None:
+        """Leaving the booking conversation while a slot is held for us: let it go at once."""
+        held = ctx.booking or {}
+        if self.talk is not None and held.get("mode") == "confirm" and held.get("action") == "book":
+            self.talk.release(held["apt"], ctx.chat, ctx.request_id)
+        ctx.booking = None
+
     def _end(self, turn: Turn, reason: EndReason, text: str) -> Turn:
         turn.replies.append(text)
         turn.end = reason
-        turn.state.update(conv="0", step="", fields="{}")
+        turn.state.update(conv="0", step="", fields="{}", **{BOOKING_FIELD: ""})
         return turn

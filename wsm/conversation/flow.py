@@ -2,7 +2,9 @@
 
 A flow is a set of named steps. A step says something and then either offers
 numbered ``options`` (each with a ``next`` step), ``collect``s the answer into a
-field and goes to ``next``, or ``end``s the conversation (``done`` or ``handoff``).
+field and goes to ``next``, ``end``s the conversation (``done`` or ``handoff``), or
+runs a booking conversation (``schedule``: offer slots, hold, confirm; or list,
+reschedule, cancel the person's appointments) and then goes to ``next``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ REQUIRED_TEXTS = (
     "idle_closed",
 )
 END_KINDS = (EndReason.DONE, EndReason.HANDOFF)  # how a flow step may end a conversation
+SCHEDULE_ACTIONS = ("book", "list", "reschedule", "cancel")
+BOOKING_WORDS = {  # words that start a booking action from anywhere in a conversation
+    "appointments": ["meus agendamentos", "agendamentos", "minhas consultas"],
+    "reschedule": ["remarcar"],
+    "cancel": ["cancelar", "cancelar agendamento"],
+}
 
 
 class FlowError(WsmError):
@@ -45,6 +53,15 @@ class Option:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """A ``schedule`` step: which action, for which service (and provider), and where to go after."""
+
+    action: str = "book"
+    service: str = ""
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     say: str
@@ -52,6 +69,7 @@ class Step:
     collect: str | None = None
     next: str | None = None
     end: EndReason | None = None
+    schedule: ScheduleSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,22 @@ class Flow:
     leave_words: frozenset[str]
     menu_words: frozenset[str]
     steps: dict[str, Step]
+    booking_words: dict[str, frozenset[str]]  # "appointments" | "reschedule" | "cancel" -> words
+
+    def schedule_problems(self, services: set[str], providers: set[str]) -> list[str]:
+        """What in this flow the loaded schedule cannot serve (an unknown service or provider)."""
+        problems = []
+        for step in self.steps.values():
+            spec = step.schedule
+            if spec and spec.service and spec.service not in services:
+                problems.append(f"step {step.name!r} books unknown service {spec.service!r}")
+            if spec and spec.provider and spec.provider not in providers:
+                problems.append(f"step {step.name!r} books with unknown provider {spec.provider!r}")
+        return problems
+
+    @property
+    def books(self) -> bool:
+        return any(step.schedule for step in self.steps.values())
 
 
 def load_flow(path: str | Path | None = None) -> Flow:
@@ -109,11 +143,12 @@ def parse_flow(data: Any) -> Flow:
         leave_words=frozenset(normalize(w) for w in words.get("leave", ["sair", "encerrar", "exit", "quit"])),
         menu_words=frozenset(normalize(w) for w in words.get("menu", ["menu"])),
         steps=steps,
+        booking_words={k: frozenset(normalize(w) for w in words.get(k, v)) for k, v in BOOKING_WORDS.items()},
     )
 
 
 def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
-    if not isinstance(raw, dict) or not isinstance(raw.get("say"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("say", "" if "schedule" in raw else None), str):
         problems.append(f"step {name!r} must be a mapping with a 'say' text")
         return Step(name, "")
     options = tuple(
@@ -123,15 +158,35 @@ def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
     )
     end = raw.get("end")
     known_end = EndReason(end) if end in END_KINDS else None
-    step = Step(name, raw["say"], options, raw.get("collect"), raw.get("next"), known_end)
-    kinds = sum([bool(step.options), bool(step.collect), bool(end)])
+    spec = _parse_schedule(name, raw.get("schedule"), problems) if "schedule" in raw else None
+    step = Step(name, raw.get("say", ""), options, raw.get("collect"), raw.get("next"), known_end, spec)
+    kinds = sum([bool(step.options), bool(step.collect), bool(end), "schedule" in raw])
     if kinds != 1:
-        problems.append(f"step {name!r} needs exactly one of 'options', 'collect' (with 'next') or 'end'")
+        problems.append(
+            f"step {name!r} needs exactly one of 'options', 'collect' (with 'next'), 'end' or 'schedule' (with 'next')"
+        )
+    if "schedule" in raw and not step.next:
+        problems.append(f"step {name!r} runs a schedule but has no 'next'")
     if step.collect and not step.next:
         problems.append(f"step {name!r} collects {step.collect!r} but has no 'next'")
     if end and end not in END_KINDS:
         problems.append(f"step {name!r}: 'end' must be one of {', '.join(END_KINDS)}")
     return step
+
+
+def _parse_schedule(name: str, raw: Any, problems: list[str]) -> ScheduleSpec:
+    if not isinstance(raw, dict):
+        problems.append(f"step {name!r}: 'schedule' must be a mapping like {{service: consulta}}")
+        return ScheduleSpec()
+    unknown = set(raw) - {"action", "service", "provider"}
+    if unknown:
+        problems.append(f"step {name!r}: unknown schedule field(s) {', '.join(sorted(map(str, unknown)))}")
+    spec = ScheduleSpec(str(raw.get("action", "book")), str(raw.get("service") or ""), raw.get("provider"))
+    if spec.action not in SCHEDULE_ACTIONS:
+        problems.append(f"step {name!r}: schedule action must be one of {', '.join(SCHEDULE_ACTIONS)}")
+    if spec.action == "book" and not spec.service:
+        problems.append(f"step {name!r}: a booking schedule step needs a 'service'")
+    return spec
 
 
 def normalize(text: str) -> str:

@@ -103,22 +103,31 @@ class ChatStore:
         notify: dict[str, str] | None = None,
         notify_due_ms: int | None = None,
         kind: str = "reply",
+        due: tuple[str, str] | None = None,
+        then: tuple[str, str, int] | None = None,
     ) -> bool:
-        """Apply a turn atomically: drop handled inbox messages, set state, queue the reply; False if lease lost."""
+        """Apply a turn atomically: drop handled inbox messages, set state, queue the reply.
+
+        ``due`` = (zset, member) this reply was due from (a reminder, an offer): removed in the same step,
+        and nothing is done when it is already gone. ``then`` = (zset, member, score) to note the reply in.
+        False if the lease was lost or the due member is gone.
+        """
         s = self.settings
+        due_key, due_member = due or (self.sk.notify_due, "")
+        then_key, then_member, then_score = then or (self.sk.notify_due, "", 0)
         replies = [self._reply(turn.text, seen_ids or [], kind)] if turn.text else []
         result = self.scripts.commit_turn(
             keys=[
                 self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
                 self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
-                self.sk.handle_stats, self.sk.queue_seq,
+                self.sk.handle_stats, self.sk.queue_seq, due_key, then_key,
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
                 s.state_retention_s, turn.end or "", self.chat_id, self.session, keys.EVENTS_CHANNEL,
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
                 uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
-                ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING,
+                ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING, due_member, then_member, then_score,
             ],
         )  # fmt: skip
         return result == "ok"

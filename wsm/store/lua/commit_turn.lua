@@ -18,15 +18,27 @@
 -- ARGV[16] status the chat is left in when it ends for that reason (closed | handoff; "" with no end)
 -- ARGV[17..19] chat statuses closed, active, waiting  (wsm.core.status)
 -- KEYS[13] queue seq
+-- KEYS[14] a due set (zset) the reply was due from, e.g. reminders:due or waitlist:offers
+-- KEYS[15] a zset to note the reply in once sent, e.g. waitlist:sent (pass an unanswered offer on)
+-- ARGV[20] member of KEYS[14] this reply answers ("" for none): if it is gone (the appointment was
+--          cancelled or moved, or another sender took it), nothing is done and "gone" is returned;
+--          else it is removed in this same step, so the reply is queued exactly once
+-- ARGV[21] member to add to KEYS[15] ("" for none)   ARGV[22] its score
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
--- Returns "ok" | "lost_lease"
+-- Returns "ok" | "lost_lease" | "gone"
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'lost_lease'
 end
 if redis.call('HGET', KEYS[3], 'last_turn') == ARGV[15] then
   return 'ok'
+end
+if ARGV[20] ~= '' and redis.call('ZREM', KEYS[14], ARGV[20]) == 0 then
+  return 'gone'
+end
+if ARGV[21] ~= '' then
+  redis.call('ZADD', KEYS[15], tonumber(ARGV[22]), ARGV[21])
 end
 redis.call('HSET', KEYS[3], 'last_turn', ARGV[15])
 local now, chat, retention = tonumber(ARGV[5]), ARGV[9], ARGV[7]
