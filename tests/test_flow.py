@@ -296,3 +296,43 @@ def test_without_a_path_the_shipped_flow_loads(path: str | None) -> None:
 )
 def test_normalize_ignores_case_accents_and_trailing_punctuation(text: str, expected: str) -> None:
     assert normalize(text) == expected
+
+
+# --- sections of the wrong shape and texts the engine could not render --------------------------------
+
+
+@pytest.mark.parametrize("section", ["texts", "vars", "words"])
+def test_a_section_that_is_not_a_mapping_is_a_flow_error(section: str) -> None:
+    data = valid()
+    data[section] = ["a", "list"]
+    assert f"'{section}' must be a mapping, got list" in problems(data)
+
+
+def test_one_word_alone_is_one_word_not_its_letters() -> None:
+    data = valid()
+    data["words"] = {"leave": "sair", "menu": ["menu", "início"]}
+    flow = parse_flow(data)
+    assert flow.leave_words == {"sair"}
+    assert flow.menu_words == {"menu", "inicio"}
+
+
+def test_a_word_list_of_other_things_is_refused() -> None:
+    data = valid()
+    data["words"] = {"leave": [1, 2]}
+    assert "words.leave must be a list of words" in problems(data)
+
+
+@pytest.mark.parametrize("text", ["Olá {", "Olá }", "Olá {}", "Olá {0}", "Olá {a.b}"])
+def test_a_text_the_engine_could_not_render_is_refused_at_start(text: str) -> None:
+    data = valid()
+    data["texts"] = {**TEXTS, "goodbye": text}
+    assert "texts.goodbye:" in problems(data)
+    data = valid()
+    data["steps"]["bye"]["say"] = text
+    assert "step 'bye':" in problems(data)
+
+
+def test_literal_braces_are_written_doubled() -> None:
+    data = valid()
+    data["texts"] = {**TEXTS, "goodbye": "Até logo {{:-)}}"}
+    assert parse_flow(data).texts["goodbye"] == "Até logo {{:-)}}"

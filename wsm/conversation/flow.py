@@ -9,6 +9,7 @@ reschedule, cancel the person's appointments) and then goes to ``next``.
 
 from __future__ import annotations
 
+import string
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
@@ -130,21 +131,61 @@ def parse_flow(data: Any) -> Flow:
     for step in steps.values():
         targets = [o.next for o in step.options] + ([step.next] if step.next else [])
         problems += [f"step {step.name!r} goes to unknown step {t!r}" for t in targets if t not in steps]
-    texts = {str(k): str(v) for k, v in (data.get("texts") or {}).items()}
+    texts = {str(k): str(v) for k, v in _mapping(data, "texts", problems).items()}
     problems += [f"texts.{name} is missing" for name in REQUIRED_TEXTS if name not in texts]
-    words = data.get("words") or {}
+    words = _mapping(data, "words", problems)
+    flow_vars = {str(k): str(v) for k, v in _mapping(data, "vars", problems).items()}
+    templates = [(f"texts.{k}", v) for k, v in texts.items()] + [(f"step {st.name!r}", st.say) for st in steps.values()]
+    problems += [problem for where, text in templates if (problem := _template_problem(where, text))]
+
+    def word_set(key: str, default: list[str]) -> frozenset[str]:
+        return frozenset(normalize(w) for w in _word_list(words, key, default, problems))
+
+    leave, menu = word_set("leave", ["sair", "encerrar", "exit", "quit"]), word_set("menu", ["menu"])
+    booking_words = {k: word_set(k, v) for k, v in BOOKING_WORDS.items()}
     if problems:
         raise FlowError("invalid flow: " + "; ".join(problems))
     return Flow(
         name=str(data.get("name", "flow")),
         start=start,
-        vars={str(k): str(v) for k, v in (data.get("vars") or {}).items()},
+        vars=flow_vars,
         texts=texts,
-        leave_words=frozenset(normalize(w) for w in words.get("leave", ["sair", "encerrar", "exit", "quit"])),
-        menu_words=frozenset(normalize(w) for w in words.get("menu", ["menu"])),
+        leave_words=leave,
+        menu_words=menu,
         steps=steps,
-        booking_words={k: frozenset(normalize(w) for w in words.get(k, v)) for k, v in BOOKING_WORDS.items()},
+        booking_words=booking_words,
     )
+
+
+def _mapping(data: dict, key: str, problems: list[str]) -> dict:
+    """An optional section that must be a mapping when present ({} when absent)."""
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        problems.append(f"'{key}' must be a mapping, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _word_list(words: dict, key: str, default: list[str], problems: list[str]) -> list[str]:
+    """``words.<key>``: a list of words (one word alone is taken as a list of one, never split into letters)."""
+    value = words.get(key, default)
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        problems.append(f"words.{key} must be a list of words")
+        return []
+    return value
+
+
+def _template_problem(where: str, text: str) -> str | None:
+    """A text the engine could not render: broken braces or a positional ``{}`` field (names are required)."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as e:
+        return f"{where}: {e} (write {{{{ and }}}} for literal braces)"
+    if any(not name or name.isdigit() or not name.isidentifier() for name in fields):
+        return f"{where}: placeholders must be names such as {{business}}"
+    return None
 
 
 def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
