@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import packages_distributions
@@ -180,8 +181,17 @@ def reachable_imports(root: Path, entries: Iterable[Path], own: set[str]) -> set
     return external
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state, so two threads parsing
+# at once can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905);
+# bundles are built in parallel threads (tests/test_bundles.py), so parsing is serialized.
+_PARSE_LOCK = threading.Lock()
+
+
 def _imports(path: Path) -> Iterable[str]:
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    source = path.read_text()
+    with _PARSE_LOCK:
+        tree = ast.parse(source, str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
