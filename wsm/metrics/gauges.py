@@ -1,6 +1,6 @@
 """Figures read from Redis at scrape time (a prometheus_client custom collector), so they are right however many
 processes and instances run: queue lengths and their oldest entry, busy slots, dead letters, operators online,
-WAHA session states. No label names a session, chat or person.
+WAHA session states and send holds. No label names a session, chat or person.
 
 Keys the console adds for human attendance are read when ``wsm.store.keys.SessionKeys`` has them, and a key that
 is missing (no console deployed, nobody waiting) reads as 0:
@@ -46,13 +46,14 @@ class RedisGauges(Collector):
         sessions = sorted(self.redis.smembers(keys.SESSIONS))
         length = {"bot": 0, "human": 0}
         oldest_ms: dict[str, list[float]] = {"bot": [], "human": []}
-        busy = online = 0
+        busy = online = held = 0
         statuses: Counter[str] = Counter()
         for session in sessions:
             sk = keys.SessionKeys(session)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zcard(sk.queue).zrange(sk.queue, 0, 0).zcard(sk.active).hget(sk.status, "status")
-            bot_len, head, active, status = pipe.execute()
+            pipe.zcard(sk.queue).zrange(sk.queue, 0, 0).zcard(sk.active).hmget(sk.status, "status", "held_ms")
+            bot_len, head, active, (status, held_ms) = pipe.execute()
+            held += 1 if held_ms else 0
             length["bot"] += bot_len
             busy += active
             statuses[status or NO_STATUS] += 1
@@ -90,6 +91,7 @@ class RedisGauges(Collector):
             _gauge("wsm_dead_letters", "Entries in the dead-letter list.", self.redis.llen(keys.DEADLETTER)),
             _gauge("wsm_operators_online", "Human operators online now.", online),
             waha,
+            _gauge("wsm_waha_sends_held", "WAHA sessions whose sends are on hold after a 422 (not WORKING).", held),
         ]  # fmt: skip
 
 
