@@ -3,13 +3,14 @@ machine's multiprocess directory, plus the Redis gauges read now.
 
 Protected by ``WSM_METRICS_TOKEN``: Prometheus sends it as ``Authorization: Bearer <token>``. Unset, the endpoint
 is off (403); a missing or wrong token gets 401. HTTP functions call :func:`metrics_response` for the path
-``/metrics``; a CloudEvent function, whose Functions Framework app only routes POST, calls :func:`mount` from its
-``main.py`` to add the GET route.
+``/metrics`` (:func:`answer` for servers other than Flask); a CloudEvent function, whose Functions Framework app
+only routes POST, calls :func:`mount` from its ``main.py`` to add the GET route.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 
 import flask
@@ -29,20 +30,24 @@ def is_metrics_path(path: str) -> bool:
     return path.rstrip("/").endswith(PATH)
 
 
-def metrics_response(request: flask.Request, settings: Settings | None = None) -> flask.Response:
-    """Answer a request for ``/metrics``: refuse it (405/403/401 with a JSON error) or serve the figures."""
-    settings = settings or get_settings()
-    if request.method != "GET":
+def answer(method: str, authorization: str | None, settings: Settings) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body for a request to ``/metrics``, whatever serves it (Flask, ASGI, Lambda)."""
+    if method != "GET":
         return _error("method not allowed; /metrics answers GET", 405, {"Allow": "GET"})
     if not settings.metrics_token:
         return _error("metrics are off: set WSM_METRICS_TOKEN", 403)
-    given = request.headers.get("Authorization", "")
-    scheme, _, token = given.partition(" ")
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.metrics_token.encode()):
         return _error(
             "a valid Authorization: Bearer <WSM_METRICS_TOKEN> is required", 401, {"WWW-Authenticate": "Bearer"}
         )
-    return flask.Response(render(settings), 200, content_type=CONTENT_TYPE_LATEST)
+    return 200, {"Content-Type": CONTENT_TYPE_LATEST}, render(settings)
+
+
+def metrics_response(request: flask.Request, settings: Settings | None = None) -> flask.Response:
+    """Answer a Flask request for ``/metrics``: refused (405/403/401 with a JSON error) or the figures."""
+    status, headers, body = answer(request.method, request.headers.get("Authorization"), settings or get_settings())
+    return flask.Response(body, status, headers=headers)
 
 
 def render(settings: Settings) -> bytes:
@@ -64,8 +69,5 @@ def mount(app: flask.Flask | None = None) -> None:
     app.add_url_rule(PATH, "wsm_metrics", lambda: metrics_response(flask.request), methods=["GET"])
 
 
-def _error(text: str, status: int, headers: dict[str, str] | None = None) -> flask.Response:
-    response = flask.jsonify(error=text)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+def _error(text: str, status: int, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps({"error": text}).encode()
