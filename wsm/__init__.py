@@ -5,6 +5,7 @@ Areas stand on floors and import only from their own floor or below:
 1. ``core``          settings, errors, clock, statuses, privacy (imports nothing of ours)
 2. ``store``         Redis: key schema, Lua scripts, connection, group commit, wake-up events, a chat's lease
    ``waha``          the WAHA wire format: webhook events, REST client, signature
+   ``metrics``       Prometheus: the counters every area records, Redis gauges, the ``/metrics`` endpoint
 3. ``ingest``        the webhook's HTTP handling and storing an event
    ``conversation``  the flow file and the engine that follows it, history reading
    ``delivery``      the outbox sender and the dead-letter list

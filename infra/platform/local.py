@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from infra.platform.processes import BIN, REPO, ManagedProcess, function_process
 from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
 from wsm.core.settings import redact_url
+from wsm.metrics import multiproc_dir
 
 log = logging.getLogger(__name__)
 EMBEDDED_REDIS_PORT = 6380
@@ -134,6 +136,7 @@ class LocalSystem:
         lines = [
             f"redis     {redact_url(self.redis_url)}{embedded}",
             f"webhook   {self.webhook_url}   <- point WAHA's webhook here",
+            f"metrics   {self.webhook_url}metrics   (all counters; Authorization: Bearer $WSM_METRICS_TOKEN)",
             f"worker    http://127.0.0.1:{self.config.worker_port}/",
             f"notifier  http://127.0.0.1:{self.config.notifier_port}/",
             "router    Redis Pub/Sub -> worker, notifier (CloudEvents)",
@@ -176,7 +179,17 @@ class LocalSystem:
     def _env(self, redis_url: str) -> dict[str, str]:
         env = dict(self.config.env)
         env.update(REDIS_URL=redis_url, WAHA_URL=self.waha_url, PYTHONUNBUFFERED="1")
+        env.update(PROMETHEUS_MULTIPROC_DIR=str(self._metrics_dir()))
+        env.pop(multiproc_dir.AUTO_ENV, None)
         return env
+
+    def _metrics_dir(self) -> Path:
+        """One multiprocess directory for every function here, emptied at start: any one ``/metrics`` then shows
+        the counters of all their processes (a restarted process's files stay, so counters never go back)."""
+        path = self.config.data_dir / "metrics"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
 
     @staticmethod
     def _function_env(env: dict[str, str], name: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import redis
 
 from wsm.core.clock import now_ms
 from wsm.core.status import ChatStatus
+from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.scripts import Scripts
 
@@ -27,12 +28,15 @@ def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, m
     admitted: list[str] = []
     for chat in heads[: max(0, max_active - active)]:  # one attempt per free slot; a lost race just stops early
         ck = sk.chat(chat)
+        now = now_ms()
         result = scripts.admit_next(
             keys=[sk.active, sk.queue, sk.notify_due, ck.notify, ck.state, sk.ready],
-            args=[chat, max_active, now_ms(), keys.EVENTS_CHANNEL, sk.session, ChatStatus.ACTIVE],
+            args=[chat, max_active, now, keys.EVENTS_CHANNEL, sk.session, ChatStatus.ACTIVE],
         )
-        if result != "admitted":
+        if not isinstance(result, list):  # "full" or "moved"
             break
+        if result[1]:
+            metrics.queue_wait("bot", (now - int(result[1])) / 1000)
         admitted.append(chat)
     return admitted
 

@@ -132,7 +132,9 @@ class Worker(Handler):
         turn = engine.turn(state, [m.get("text") or "" for m in ordered], store.chat_id, [m["id"] for m in ordered])
         if turn.end is EndReason.HANDOFF:
             turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
-        store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox])
+        opens = state.get("conv") != "1"  # the first reply of a conversation: its first response time is measured
+        first = (ordered[0].get("received_ms") or None) if opens else None
+        store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox], first_reply_to_ms=first)
         return bool(turn.end)
 
     def _check_waiting(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> tuple[int, bool]:

@@ -81,6 +81,8 @@ class Settings:
     router_timeout_s: float
     deadletter_max: int
     mask_phones: bool
+    sla_s: int
+    metrics_token: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,11 +124,13 @@ class Settings:
             router_timeout_s=_float("WSM_ROUTER_TIMEOUT_S", 60.0),
             deadletter_max=_int("WSM_DEADLETTER_MAX", 10000),
             mask_phones=_bool("WSM_MASK_PHONES", True),
+            sla_s=max(1, _int("WSM_SLA_S", 120)),
+            metrics_token=_str("WSM_METRICS_TOKEN"),
         )
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
-        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password"}
+        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -23,6 +23,7 @@ from wsm.core.clock import now_ms
 from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.core.privacy import mask_chat
 from wsm.delivery.deadletter import SEND, write_dead_letter
+from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
 from wsm.waha.client import WahaClient
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 RETRY_BASE_MS = 1000
 RETRY_CAP_MS = 30000
 HOLD_PROBE_AFTER_MS = 10000
+OPERATOR_KIND = "operator"  # outbox entry kind of a reply an operator wrote in the console (counted as such)
 
 
 class Delivery(Enum):
@@ -74,6 +76,7 @@ class Sender:
                 self._record(chat, entry["id"], "", "FAILED")
                 continue
             self._record(chat, entry["id"], waha_id, "SENT")
+            _count_sent(entry)
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE
@@ -141,3 +144,10 @@ class Sender:
             log.info("WAHA session %s is WORKING again; sends resume", sk.session)
         else:
             self.redis.hset(sk.status, "held_ms", now_ms())
+
+
+def _count_sent(entry: dict) -> None:
+    """A reply WAHA accepted: counted by who wrote it, and, for a conversation's first, its first response time."""
+    metrics.message("out", "operator" if entry.get("kind") == OPERATOR_KIND else "bot")
+    if entry.get("first_reply_to_ms"):
+        metrics.first_response((now_ms() - int(entry["first_reply_to_ms"])) / 1000)

@@ -18,6 +18,8 @@ from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings, get_settings
 from wsm.ingest.ingestor import Ingestor, Outcome
 from wsm.ingest.read_deadline import read_deadlines
+from wsm.metrics import record
+from wsm.metrics.endpoint import is_metrics_path, metrics_response
 from wsm.store.connection import get_redis, redis_errors
 from wsm.waha.event import Message, parse_body, parse_event
 from wsm.waha.signature import verify_hmac, verify_timestamp
@@ -31,7 +33,10 @@ _ingestors: dict[int, Ingestor] = {}
 def handle(request: flask.Request) -> Response:
     """Answer one HTTP request to the webhook function."""
     settings = get_settings()
+    name = "unknown"  # WAHA's event name, once the body could be read
     try:
+        if is_metrics_path(request.path):
+            return metrics_response(request, settings)
         if request.path.rstrip("/").endswith("/healthz"):
             if request.method != "GET":
                 return {"error": "method not allowed; /healthz answers GET"}, 405, {"Allow": "GET"}
@@ -44,16 +49,20 @@ def handle(request: flask.Request) -> Response:
         if settings.webhook_max_skew_s:
             verify_timestamp(request.headers.get("X-Webhook-Timestamp"), settings.webhook_max_skew_s)
         body = parse_body(raw)
+        name = str(body.get("event"))
         if settings.webhook_max_skew_s and str(body.get("timestamp")) != request.headers.get("X-Webhook-Timestamp"):
             raise BadRequest("X-Webhook-Timestamp does not match the signed body timestamp", status=401)
         event = parse_event(body)
         outcome = ingestor(settings).ingest(event)
     except BadRequest as e:
         log.info("refused %s: %s", e.status, e)
+        record.webhook_event(name, f"refused_{e.status}")
         return {"error": str(e)}, e.status
     except RedisUnavailable as e:
         log.warning("redis unavailable, asking WAHA to retry: %s", e)
+        record.webhook_event(name, "unavailable")
         return {"error": "storage unavailable, retry later"}, 503, {"Retry-After": "2"}
+    record.webhook_event(name, outcome.status)
     _log_outcome(event, outcome, settings)
     return outcome.as_response()
 

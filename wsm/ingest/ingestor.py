@@ -16,6 +16,7 @@ import redis
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, EndReason
+from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.connection import redis_errors
 from wsm.store.group_commit import GroupCommit
@@ -88,7 +89,10 @@ class Ingestor:
         if verdict == "duplicate":
             return Outcome("duplicate", {"id": msg.message_id})
         if verdict == "stored_out":
+            if msg.typed_on_phone:  # the bot's own sends are counted when WAHA accepts them (wsm.delivery.outbox)
+                metrics.message("out", "phone")
             return Outcome("accepted", {"id": msg.message_id, "direction": "out"})
+        metrics.message("in", "customer")
         details: dict[str, Any] = {"id": msg.message_id, "direction": "in", "chat_status": result[1]}
         if result[1] == ChatStatus.WAITING:
             details["position"] = int(result[2])

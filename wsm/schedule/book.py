@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from wsm.core.clock import now_ms
+from wsm.metrics import record as metrics
 from wsm.schedule.availability import BusyIndex, check_bookable, free_slots
 from wsm.schedule.config import Schedule
 from wsm.schedule.errors import BY_NAME, BadSlot, BookingError, UnknownAppointment
@@ -26,6 +27,13 @@ from wsm.store.keys import ScheduleKeys
 from wsm.store.scripts import Scripts
 
 SEARCH_WINDOW_DAYS = 7  # busy intervals are read this many days at a time
+RESCHEDULED = "rescheduled"  # the metrics label of a move (the appointment stays booked)
+
+
+def _counted(appointment: Appointment) -> Appointment:
+    """Count a change by the status it led to (a request retried with the same id may count twice)."""
+    metrics.appointment(str(appointment.status))
+    return appointment
 
 
 class Book:
@@ -158,24 +166,28 @@ class Book:
     def hold(self, slot_id: str, chat: str, request_id: str) -> Appointment:
         """Hold a free slot for ``chat`` for ``hold_min`` minutes; its previous hold is released."""
         slot = self._bookable(slot_id)
-        return self._appointment(self._run(self.scripts.schedule_hold, request_id, chat=chat, slot=slot))
+        return _counted(self._appointment(self._run(self.scripts.schedule_hold, request_id, chat=chat, slot=slot)))
 
     def confirm(self, appointment_id: str, chat: str, request_id: str) -> Appointment:
         """Turn the chat's hold into a booking (reminders queued); :class:`HoldExpired` if it ran out."""
-        return self._appointment(self._run(self.scripts.schedule_confirm, request_id, id=appointment_id, chat=chat))
+        return _counted(
+            self._appointment(self._run(self.scripts.schedule_confirm, request_id, id=appointment_id, chat=chat))
+        )
 
     def cancel(self, appointment_id: str, chat: str | None, request_id: str) -> Appointment:
         """Cancel (chat None = an operator may cancel anyone's); the freed slot goes to the waitlist."""
-        return self._appointment(
-            self._run(self.scripts.schedule_cancel, request_id, id=appointment_id, chat=chat or "")
+        return _counted(
+            self._appointment(self._run(self.scripts.schedule_cancel, request_id, id=appointment_id, chat=chat or ""))
         )
 
     def reschedule(self, appointment_id: str, slot_id: str, chat: str, request_id: str) -> Appointment:
         """Move the appointment to ``slot_id`` (same id, new start/end) or change nothing."""
         slot = self._bookable(slot_id)
-        return self._appointment(
+        moved = self._appointment(
             self._run(self.scripts.schedule_reschedule, request_id, id=appointment_id, chat=chat, slot=slot)
         )
+        metrics.appointment(RESCHEDULED)
+        return moved
 
     def block(self, provider: str, start: datetime, end: datetime, request_id: str) -> dict[str, Any]:
         """Block a provider's time (aware datetimes): no slots there; appointments already there are listed."""

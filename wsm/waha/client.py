@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import urllib3
 from urllib3.util.retry import Retry
 
 from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
+from wsm.metrics import record as metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +53,22 @@ class WahaClient:
         self._post("/api/stopTyping", {"session": session, "chatId": chat_id})
 
     def session_status(self, session: str) -> str:
-        return str(self._call("GET", f"/api/sessions/{session}").get("status", ""))
+        return str(self._call("GET", f"/api/sessions/{session}", endpoint="sessions").get("status", ""))
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, body)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, endpoint: str = "") -> Any:
+        """``endpoint`` names the call in metrics (default: the path's last part; never a session name)."""
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        endpoint = endpoint or path.rsplit("/", 1)[-1]
+        started = time.perf_counter()
         try:
             res = self.http.request(method, self.base_url + path, body=payload, headers=self.headers)
         except urllib3.exceptions.HTTPError as e:
+            metrics.waha_request(endpoint, "error", time.perf_counter() - started)
             raise WahaRetryable(f"{path}: {type(e).__name__}") from None
+        metrics.waha_request(endpoint, str(res.status), time.perf_counter() - started)
         if res.status >= 500 or res.status == 429:
             raise WahaRetryable(f"{path}: HTTP {res.status}")
         if res.status == 422:
