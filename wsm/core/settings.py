@@ -80,6 +80,7 @@ class Settings:
     router_concurrency: int
     router_timeout_s: float
     deadletter_max: int
+    pubsub_topic: str
     mask_phones: bool
 
     @classmethod
@@ -121,6 +122,7 @@ class Settings:
             router_concurrency=_int("WSM_ROUTER_CONCURRENCY", 64),
             router_timeout_s=_float("WSM_ROUTER_TIMEOUT_S", 60.0),
             deadletter_max=_int("WSM_DEADLETTER_MAX", 10000),
+            pubsub_topic=_str("WSM_PUBSUB_TOPIC"),
             mask_phones=_bool("WSM_MASK_PHONES", True),
         )
 
