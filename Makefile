@@ -52,7 +52,8 @@ clean:
 	rm -rf $(VENV) build .local .pytest_cache .ruff_cache
 
 # Deploying each function separately: `make bundle [FUNCTION=name]` builds build/<name>/ (all three without
-# FUNCTION); `make deploy-gcp FUNCTION=name [DRY_RUN=1]` runs gcloud; `make deploy-aws-local FUNCTION=name`
+# FUNCTION); `make deploy-gcp FUNCTION=name [DRY_RUN=1]` runs gcloud (FUNCTION=pubsub: the topics and push
+# subscriptions to worker and notifier, after deploying them); `make deploy-aws-local FUNCTION=name`
 # deploys to LocalStack at LOCALSTACK_HOST (default localhost:4566).
 FUNCTION ?=
 
@@ -60,7 +61,7 @@ bundle: setup
 	$(BIN)/python -m infra.deploy.bundle $(FUNCTION)
 
 deploy-gcp: setup
-	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier [DRY_RUN=1]" >&2; exit 2; }
+	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier|pubsub [DRY_RUN=1]" >&2; exit 2; }
 	$(BIN)/python -m infra.deploy.gcp $(FUNCTION)
 
 deploy-aws-local: setup

@@ -77,3 +77,49 @@ def test_redis_unreachable_is_a_500_so_the_event_is_retried(name: str, monkeypat
     res = post(app(name), "wsm.tick", {"session": "default", "chat": None})
     get_settings.cache_clear()
     assert res.status_code == 500
+
+
+# What a Pub/Sub push subscription POSTs (captured from the emulator): JSON, no CloudEvent headers. The Functions
+# Framework turns it into a messagePublished CloudEvent; Eventarc sends the same data as a binary CloudEvent.
+def push_envelope(raw: bytes) -> dict[str, object]:
+    data = base64.b64encode(raw).decode()
+    message = {"publishTime": "2026-12-02T07:59:59.555Z", "data": data, "messageId": "1", "attributes": {"type": "x"}}
+    return {"subscription": "projects/wsm-local/subscriptions/wsm-events-worker", "message": message}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_pubsub_push_envelope_is_handled_as_the_doorbell_it_carries(name: str, r: redis.Redis) -> None:
+    r.sadd(keys.SESSIONS, "default")
+    chat = "5511955550001@c.us"
+    ck = keys.SessionKeys("default").chat(chat)
+    doorbell = WakeUp("message.received", "default", chat)
+    res = app(name).post("/", json=push_envelope(doorbell.to_json().encode()))
+    assert res.status_code == 200
+    if name == "worker":  # it looked at the chat the doorbell named: nothing pending there, nothing written for it
+        assert not r.exists(ck.inbox) and not r.exists(ck.outbox)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("raw", [b"not json", b'{"type":"other"}'], ids=["not-json", "other-json"])
+def test_a_malformed_push_envelope_is_acknowledged_and_changes_nothing(name: str, raw: bytes, r: redis.Redis) -> None:
+    r.sadd(keys.SESSIONS, "default")
+    before = snapshot(r)
+    assert app(name).post("/", json=push_envelope(raw)).status_code == 200  # Pub/Sub must not retry it
+    assert snapshot(r) == before
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_push_envelope_with_redis_unreachable_is_a_500_so_pubsub_retries(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    res = app(name).post("/", json=push_envelope(WakeUp("tick", "default").to_json().encode()))
+    get_settings.cache_clear()
+    assert res.status_code == 500
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_body_that_is_neither_cloudevent_nor_push_is_a_400(name: str, r: redis.Redis) -> None:
+    before = snapshot(r)
+    assert app(name).post("/", json={"hello": "world"}).status_code == 400
+    assert snapshot(r) == before

@@ -22,9 +22,10 @@ from localstack_client.session import Session
 
 from infra.deploy.bundle import REPO
 from infra.platform.processes import wait_for_port
+from infra.platform.pubsub import Topology, subscription_filter
 from infra.platform.redis_server import free_port
 from infra.platform.router import to_cloudevent
-from infra.platform.triggers import WORKER, DeliveryFailed, LambdaTarget
+from infra.platform.triggers import NOTIFIER, WORKER, DeliveryFailed, LambdaTarget
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from wsm.conversation.history import read_history
@@ -65,15 +66,15 @@ def set_env_vars(argv: list[str]) -> dict[str, str]:
 # --- Cloud Run functions (gcloud) ------------------------------------------------------------------------
 
 
-def test_gcp_dry_run_of_the_worker_prints_an_event_triggered_gen2_deploy_with_secrets_masked() -> None:
+def test_gcp_dry_run_of_the_worker_prints_a_private_gen2_deploy_with_secrets_masked() -> None:
     done = run("infra.deploy.gcp", "worker", env=deploy_env(DRY_RUN="1", **settings_env()))
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     assert argv[:4] == ["gcloud", "functions", "deploy", "worker"]
     for flag in ("--gen2", "--runtime=python311", "--region=us-central1", "--source=build/worker"):
         assert flag in argv
-    assert "--entry-point=worker" in argv and "--trigger-topic=wsm-events" in argv and "--retry" in argv
-    assert "--trigger-http" not in argv and "--allow-unauthenticated" not in argv
+    assert "--entry-point=worker" in argv and "--trigger-http" in argv and "--no-allow-unauthenticated" in argv
+    assert "--allow-unauthenticated" not in argv  # only the push subscriptions call it (``pubsub`` below)
     assert set_env_vars(argv) == {
         "REDIS_URL": "redis://***@10.1.2.3:6379/0",
         "WAHA_URL": "http://waha.internal:3000",
@@ -128,6 +129,8 @@ def fake_gcloud(tmp_path: Path) -> Path:
         "import json, os, sys\n"
         f"with open({str(record)!r}, 'a') as f:\n"
         "    f.write(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd()}) + '\\n')\n"
+        "if sys.argv[1:3] == ['functions', 'describe']:\n"
+        "    print(os.environ.get('FAKE_GCLOUD_URL', ''))\n"
         "sys.exit(int(os.environ.get('FAKE_GCLOUD_EXIT', '0')))\n"
     )
     script.chmod(0o755)
@@ -152,6 +155,60 @@ def test_gcp_deploy_reports_a_failing_gcloud(fake_gcloud: Path) -> None:
     path = f"{fake_gcloud.parent / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"
     done = run("infra.deploy.gcp", "webhook", env=deploy_env(PATH=path, FAKE_GCLOUD_EXIT="3"))
     assert done.returncode != 0 and "gcloud exited with status 3" in done.stderr
+
+
+def subscription_flags(argv: list[str]) -> dict[str, str]:
+    return dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--"))
+
+
+def test_gcp_dry_run_of_pubsub_prints_the_topology_the_emulator_tests_run() -> None:
+    env = deploy_env(DRY_RUN="1", GCP_PROJECT="acme-wsm", GCP_PUSH_SERVICE_ACCOUNT="push@acme-wsm.iam")
+    env["GCP_WORKER_URL"] = "https://worker-x.a.run.app"
+    done = run("infra.deploy.gcp", "pubsub", env=env)
+    assert done.returncode == 0, done.stderr
+    commands = [shlex.split(line) for line in done.stdout.splitlines()]
+    assert [c[:5] for c in commands[:3]] == [
+        ["gcloud", "pubsub", "topics", "create", "wsm-events"],
+        ["gcloud", "pubsub", "topics", "create", "wsm-events-dead"],
+        ["gcloud", "pubsub", "subscriptions", "create", "wsm-events-dead"],  # keeps what was dead-lettered
+    ]
+    assert all("--project=acme-wsm" in c for c in commands)
+    subs = {c[4]: subscription_flags(c) for c in commands if c[1:4] == ["pubsub", "subscriptions", "create"]}
+    topology = Topology.from_path("projects/acme-wsm/topics/wsm-events")
+    for target in (WORKER, NOTIFIER):
+        flags = subs[topology.subscription(target)]
+        assert flags["topic"] == "wsm-events" and flags["message-filter"] == subscription_filter(target)
+        assert flags["dead-letter-topic"] == "wsm-events-dead" and flags["max-delivery-attempts"] == "5"
+        assert flags["push-auth-service-account"] == "push@acme-wsm.iam"
+    assert subs["wsm-events-worker"]["push-endpoint"] == "https://worker-x.a.run.app"
+    assert subs["wsm-events-notifier"]["push-endpoint"].startswith("<URL of notifier")  # not deployed: said so
+    grants = [c for c in commands if c[1:3] == ["functions", "add-invoker-policy-binding"]]
+    assert {c[3] for c in grants} == {WORKER, NOTIFIER}
+    assert all("--member=serviceAccount:push@acme-wsm.iam" in c for c in grants)
+    assert "gcp-sa-pubsub" in done.stderr  # the one-time IAM for dead-lettering is pointed out
+
+
+def test_gcp_pubsub_asks_gcloud_for_the_function_urls_and_runs_each_command(fake_gcloud: Path) -> None:
+    path = f"{fake_gcloud.parent / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    env = deploy_env(PATH=path, GCP_PUSH_SERVICE_ACCOUNT="push@p.iam", FAKE_GCLOUD_URL="https://fn.a.run.app")
+    done = run("infra.deploy.gcp", "pubsub", env=env)
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line)["argv"] for line in fake_gcloud.read_text().splitlines()]
+    assert [c[:3] for c in calls[:2]] == [["functions", "describe", WORKER], ["functions", "describe", NOTIFIER]]
+    creates = [c for c in calls if c[:3] == ["pubsub", "subscriptions", "create"]]
+    assert [c[3] for c in creates] == ["wsm-events-dead", "wsm-events-worker", "wsm-events-notifier"]
+    assert all(subscription_flags(c)["push-endpoint"] == "https://fn.a.run.app" for c in creates[1:])
+
+
+def test_gcp_pubsub_without_a_push_service_account_or_deployed_functions_says_what_is_missing(
+    fake_gcloud: Path,
+) -> None:
+    path = f"{fake_gcloud.parent / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    done = run("infra.deploy.gcp", "pubsub", env=deploy_env(PATH=path))
+    assert done.returncode != 0 and "set GCP_PUSH_SERVICE_ACCOUNT" in done.stderr
+    done = run("infra.deploy.gcp", "pubsub", env=deploy_env(PATH=path, GCP_PUSH_SERVICE_ACCOUNT="push@p.iam"))
+    assert done.returncode != 0 and "no URL for worker: deploy it first" in done.stderr
+    assert not [line for line in fake_gcloud.read_text().splitlines() if '"create"' in line]  # nothing created
 
 
 # --- AWS Lambda on LocalStack (moto's server stands in) ----------------------------------------------------

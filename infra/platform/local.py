@@ -11,12 +11,14 @@ children with it. A port already taken is reported with its holder before anythi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +27,10 @@ import redis
 
 from infra.platform.ports import busy_ports
 from infra.platform.processes import BIN, REPO, ManagedProcess, function_process
+from infra.platform.pubsub import Topology, create_topology
 from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
+from infra.platform.triggers import NOTIFIER, WORKER
 from wsm.core.settings import redact_url
 from wsm.metrics import multiproc_dir
 
@@ -102,6 +106,7 @@ class LocalSystem:
                 ("notifier", self.config.notifier_port, "cloudevent"),
             ):
                 self._start(function_process(name, port, self._function_env(env, name), self._log(name), kind))
+            self._create_pubsub_topology()
             self._start(self._router(env))
         except BaseException:
             self.stop()
@@ -139,7 +144,7 @@ class LocalSystem:
             f"metrics   {self.webhook_url}metrics   (all counters; Authorization: Bearer $WSM_METRICS_TOKEN)",
             f"worker    http://127.0.0.1:{self.config.worker_port}/",
             f"notifier  http://127.0.0.1:{self.config.notifier_port}/",
-            "router    Redis Pub/Sub -> worker, notifier (CloudEvents)",
+            f"router    Redis Pub/Sub -> {self._delivery()}",
         ]
         if self.config.waha_url:
             lines.append(f"WAHA      {self.config.waha_url}  (yours)")
@@ -215,6 +220,28 @@ class LocalSystem:
         ]  # fmt: skip
         return ManagedProcess("router", argv, env, None, self._log("router"))
 
+    def _delivery(self) -> str:
+        topic = self.config.env.get("WSM_PUBSUB_TOPIC", "").strip()
+        if not topic:
+            return "worker, notifier (CloudEvents)"
+        where = self.config.env.get("PUBSUB_EMULATOR_HOST") or "GCP"
+        return f"Pub/Sub {topic} ({where}) -> push subscriptions -> worker, notifier"
+
+    def _create_pubsub_topology(self) -> None:
+        """With ``WSM_PUBSUB_TOPIC`` on the emulator, its topics and push subscriptions to these functions.
+
+        Against real GCP nothing is created here: ``make deploy-gcp`` owns that topology.
+        """
+        topic = self.config.env.get("WSM_PUBSUB_TOPIC", "").strip()
+        if not topic or not self.config.env.get("PUBSUB_EMULATOR_HOST"):
+            return
+        endpoints = {
+            WORKER: f"http://127.0.0.1:{self.config.worker_port}/",
+            NOTIFIER: f"http://127.0.0.1:{self.config.notifier_port}/",
+        }
+        with _environ("PUBSUB_EMULATOR_HOST", self.config.env["PUBSUB_EMULATOR_HOST"]):
+            create_topology(Topology.from_path(topic), endpoints)
+
     def _start(self, proc: ManagedProcess) -> None:
         self.processes[proc.name] = proc
         self.supervisor.add(proc)
@@ -222,6 +249,20 @@ class LocalSystem:
 
     def _log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment for a while (Google's clients read the emulator there)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _reachable(url: str) -> bool:

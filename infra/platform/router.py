@@ -33,6 +33,7 @@ from cloudevents.http import CloudEvent
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from infra.platform.pubsub import pubsub_triggers
 from infra.platform.triggers import (
     NOTIFIER,
     TARGET_URLS,
@@ -386,10 +387,19 @@ def main(worker_url: str, notifier_url: str) -> None:
 
     A URL is an HTTP endpoint, or lambda:FUNCTION_NAME to invoke an AWS Lambda function (boto3's configuration:
     AWS_ENDPOINT_URL=http://localhost:4566 for LocalStack, credentials, AWS_DEFAULT_REGION).
+    With WSM_PUBSUB_TOPIC=projects/P/topics/T every event is published to that GCP Pub/Sub topic instead
+    (PUBSUB_EMULATOR_HOST for the emulator) and its push subscriptions deliver it; the URLs are unused.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    triggers = url_triggers({WORKER: worker_url, NOTIFIER: notifier_url}, settings.router_timeout_s)
+    try:
+        triggers = (
+            pubsub_triggers(settings.pubsub_topic, settings.router_timeout_s)
+            if settings.pubsub_topic
+            else url_triggers({WORKER: worker_url, NOTIFIER: notifier_url}, settings.router_timeout_s)
+        )
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     click.echo(
         f"wsm-router: {settings.redacted()['redis_url']} channel {keys.EVENTS_CHANNEL}, "
         f"tick every {settings.tick_s:g} s, {settings.router_concurrency} concurrent deliveries"

@@ -80,6 +80,7 @@ class Settings:
     router_concurrency: int
     router_timeout_s: float
     deadletter_max: int
+    pubsub_topic: str
     mask_phones: bool
     sla_s: int
     metrics_token: str
@@ -123,6 +124,7 @@ class Settings:
             router_concurrency=_int("WSM_ROUTER_CONCURRENCY", 64),
             router_timeout_s=_float("WSM_ROUTER_TIMEOUT_S", 60.0),
             deadletter_max=_int("WSM_DEADLETTER_MAX", 10000),
+            pubsub_topic=_str("WSM_PUBSUB_TOPIC"),
             mask_phones=_bool("WSM_MASK_PHONES", True),
             sla_s=max(1, _int("WSM_SLA_S", 120)),
             metrics_token=_str("WSM_METRICS_TOKEN"),
