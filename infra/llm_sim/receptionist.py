@@ -167,7 +167,7 @@ class _Talk:
             if apts and apts[0].get("appointments"):
                 service = apts[0]["appointments"][0]["service"]
         day = when.day.isoformat() if when and when.day else None
-        return _call("find_slots", service=service, date_from=day, part_of_day=when.part_of_day if when else None)
+        return _call("find_slots", service=service, date_from=day, part_of_day=_part(when))
 
     def pick(self, text: str) -> dict[str, Any] | None:
         """The slot the person chose among those offered last (by number, ordinal or time)."""
@@ -209,7 +209,7 @@ class _Talk:
             slots = result.get("slots") or []
             if not slots:
                 return _msg("Não encontrei horários livres nesse período. Quer entrar na lista de espera?")
-            lines = [f"{i}) {s['when']}" for i, s in enumerate(slots[:5], 1)]
+            lines = [f"{i}) {s['when']} com {s.get('provider_name') or s['provider']}" for i, s in enumerate(slots, 1)]
             return _msg("Tenho estes horários:\n" + "\n".join(lines) + "\nQual você prefere?")
         if name == "list_appointments":
             return self.after_list(result.get("appointments") or [])
@@ -231,13 +231,21 @@ class _Talk:
             apt = self.chosen(apts)
             when = self.when(text)
             day = when.day.isoformat() if when and when.day else None
-            part = when.part_of_day if when else None
-            return _call("find_slots", service=apt["service"], date_from=day, part_of_day=part)
+            return _call("find_slots", service=apt["service"], date_from=day, part_of_day=_part(when))
         lines = [f"- {a['when']}" for a in apts]
         return _msg("Seus agendamentos:\n" + "\n".join(lines))
 
     def chosen(self, apts: list[dict[str, Any]]) -> dict[str, Any]:
         return apts[0]
+
+
+def _part(when: When | None) -> str | None:
+    """The part of the day asked for, or the one an asked time falls in (so the list includes it)."""
+    if when is None:
+        return None
+    if when.part_of_day or when.at is None:
+        return when.part_of_day
+    return "manha" if when.at.hour < 12 else "tarde" if when.at.hour < 18 else "noite"
 
 
 def _intent(text: str) -> str:

@@ -166,7 +166,13 @@ class ToolBox:
     def _describe_slot(self, slot: Slot) -> dict[str, str]:
         v = self.talk.values(slot.service, slot.provider, slot.start)
         start = slot.start.astimezone(self.schedule.tz).isoformat(timespec="minutes")
-        return {"slot_id": slot.slot_id, "start": start, "when": v["when"], "provider": slot.provider}
+        return {
+            "slot_id": slot.slot_id,
+            "start": start,
+            "when": v["when"],
+            "provider": slot.provider,
+            "provider_name": v["provider"],
+        }
 
     def _describe_apt(self, apt: Appointment) -> dict[str, str]:
         v = self.talk.values(apt.service, apt.provider, apt.start_dt)
