@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint local bench chaos clean
+.PHONY: setup test lint local bench chaos eval clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ chaos: setup
 # Parts a and c need wrk, installed by system-deps when missing.
 bench: setup system-deps
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The AI agent's scenarios (tau-bench style) against LLM_BASE_URL, or the rule-based stand-in when it is unset.
+# EVAL_ARGS: --k 3 (repeats), --only NAME, --json-out FILE.
+eval: setup
+	$(BIN)/python -m bench.agent_eval $(EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) build .local .pytest_cache .ruff_cache

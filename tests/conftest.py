@@ -72,6 +72,7 @@ def local_config(data_dir: Path, env: dict[str, str], **fields: Any) -> LocalCon
         worker_port=free_port(),
         notifier_port=free_port(),
         waha_sim_port=free_port(),
+        llm_sim_port=free_port(),
         redis_port=free_port(),
     )
     return LocalConfig(**{**ports, **fields}, data_dir=data_dir, env=env)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wsm.conversation.flow import REQUIRED_TEXTS, FlowError, load_flow, normalize, parse_flow
+from wsm.conversation.flow import FLOWS_DIR, REQUIRED_TEXTS, FlowError, load_flow, normalize, parse_flow
 
 TEXTS = {name: f"text of {name}" for name in REQUIRED_TEXTS}
 
@@ -131,7 +131,7 @@ def test_a_step_of_no_kind_is_refused() -> None:
     data["steps"]["bye"] = {"say": "Bye"}
     assert problems(data) == (
         "invalid flow: step 'bye' needs exactly one of 'options', 'collect' (with 'next'), "
-        "'end' or 'schedule' (with 'next')"
+        "'end', 'schedule' (with 'next') or 'agent'"
     )
 
 
@@ -145,7 +145,7 @@ def test_a_step_of_two_kinds_is_refused(extra: dict[str, str]) -> None:
     data["steps"]["menu"].update(extra)
     assert problems(data) == (
         "invalid flow: step 'menu' needs exactly one of 'options', 'collect' (with 'next'), "
-        "'end' or 'schedule' (with 'next')"
+        "'end', 'schedule' (with 'next') or 'agent'"
     )
 
 
@@ -154,7 +154,7 @@ def test_collect_and_end_in_one_step_is_refused() -> None:
     data["steps"]["ask"]["end"] = "done"
     assert problems(data) == (
         "invalid flow: step 'ask' needs exactly one of 'options', 'collect' (with 'next'), "
-        "'end' or 'schedule' (with 'next')"
+        "'end', 'schedule' (with 'next') or 'agent'"
     )
 
 
@@ -336,3 +336,23 @@ def test_literal_braces_are_written_doubled() -> None:
     data = valid()
     data["texts"] = {**TEXTS, "goodbye": "Até logo {{:-)}}"}
     assert parse_flow(data).texts["goodbye"] == "Até logo {{:-)}}"
+
+
+def test_an_agent_step_reads_its_instructions_and_checks_its_fields(tmp_path: Path) -> None:
+    (tmp_path / "prompt.md").write_text("Seja breve.", encoding="utf-8")
+    data = valid()
+    data["steps"]["chat"] = {"agent": {"instructions": "prompt.md", "fallback": "menu"}}
+    flow = parse_flow(data, tmp_path)
+    assert flow.steps["chat"].agent.instructions == "Seja breve." and flow.uses_agent
+    data["steps"]["chat"] = {"agent": {"instructions": "missing.md", "fallback": "nowhere", "model": "x"}}
+    with pytest.raises(FlowError) as e:
+        parse_flow(data, tmp_path)
+    assert "cannot read the agent's instructions" in str(e.value) and "unknown agent field(s) model" in str(e.value)
+    data["steps"]["chat"] = {"agent": {"instructions": "prompt.md", "fallback": "nowhere"}}
+    with pytest.raises(FlowError, match="goes to unknown step 'nowhere'"):
+        parse_flow(data, tmp_path)
+
+
+def test_the_shipped_agent_flow_loads() -> None:
+    flow = load_flow(FLOWS_DIR / "agent.pt-BR.yaml")
+    assert flow.start == "assistente" and flow.steps["assistente"].agent.fallback == "menu"

@@ -17,6 +17,7 @@ FLOORS = {
     "conversation": 3,
     "delivery": 3,
     "schedule": 3,
+    "agent": 3,
     "attendance": 4,
     "ops": 5,
     "adapters": 5,

@@ -31,6 +31,7 @@ from infra.platform.pubsub import Topology, create_topology
 from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
 from infra.platform.triggers import NOTIFIER, WORKER
+from wsm.conversation.flow import load_flow
 from wsm.core.settings import redact_url
 from wsm.metrics import multiproc_dir
 
@@ -48,6 +49,7 @@ class LocalConfig:
     worker_port: int = 8081
     notifier_port: int = 8082
     waha_sim_port: int = 3000
+    llm_sim_port: int = 3100
     redis_port: int = EMBEDDED_REDIS_PORT
     data_dir: Path = REPO / ".local"
     appendfsync: str = "always"
@@ -63,6 +65,7 @@ class LocalConfig:
             worker_port=int(e.get("WORKER_PORT", 8081)),
             notifier_port=int(e.get("NOTIFIER_PORT", 8082)),
             waha_sim_port=int(e.get("WAHA_SIM_PORT", 3000)),
+            llm_sim_port=int(e.get("LLM_SIM_PORT", 3100)),
             redis_port=int(e.get("WSM_LOCAL_REDIS_PORT", EMBEDDED_REDIS_PORT)),
             data_dir=Path(e.get("WSM_LOCAL_DATA_DIR") or REPO / ".local"),
             appendfsync=e.get("WSM_REDIS_APPENDFSYNC", "always"),
@@ -100,6 +103,9 @@ class LocalSystem:
             env = self._env(redis_url)
             if not self.config.waha_url:
                 self._start(self._waha_sim(env))
+            if self._llm_sim_needed():
+                self._start(self._llm_sim(env))
+                env["LLM_BASE_URL"] = self.llm_sim_url
             for name, port, kind in (
                 ("webhook", self.config.webhook_port, None),
                 ("worker", self.config.worker_port, "cloudevent"),
@@ -150,10 +156,26 @@ class LocalSystem:
             lines.append(f"WAHA      {self.config.waha_url}  (yours)")
         else:
             lines.append(f"WAHA      {self.waha_url}  (simulator: open it in a browser to chat)")
+        if "llm-sim" in self.processes:
+            lines.append(f"LLM       {self.llm_sim_url}  (rule-based stand-in; set LLM_BASE_URL for a real model)")
         lines.append(f"logs      {self.logs}/")
         return lines
 
     # --- pieces -------------------------------------------------------------------------------------
+
+    @property
+    def llm_sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.llm_sim_port}/v1"
+
+    def _llm_sim_needed(self) -> bool:
+        """An agent flow without LLM_BASE_URL talks to the Chat Completions stand-in."""
+        if self.config.env.get("LLM_BASE_URL", "").strip():
+            return False
+        return load_flow(self.config.env.get("WSM_FLOW_FILE") or None).uses_agent
+
+    def _llm_sim(self, env: dict[str, str]) -> ManagedProcess:
+        argv = [str(BIN / "wsm-llm-sim"), "--port", str(self.config.llm_sim_port)]
+        return ManagedProcess("llm-sim", argv, env, self.config.llm_sim_port, self._log("llm-sim"))
 
     def _embedded_redis_needed(self) -> bool:
         url = self.config.redis_url
@@ -172,6 +194,8 @@ class LocalSystem:
             ports["waha-sim"] = self.config.waha_sim_port
         if embedded_redis:
             ports["redis"] = self.config.redis_port
+        if self._llm_sim_needed():
+            ports["llm-sim"] = self.config.llm_sim_port
         return ports
 
     def _start_redis(self) -> str:

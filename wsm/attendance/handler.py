@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 
 import redis
 
+from wsm.agent.llm import LlmClient
+from wsm.agent.runner import Agent
+from wsm.conversation.booking import BookingTalk
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import Flow, FlowError, load_flow
 from wsm.core.errors import BadEvent
@@ -48,6 +51,7 @@ class Handler:
         self.engine = engine
         self.schedule = schedule
         self._books: dict[str, tuple[Book, Engine]] = {}
+        self._llm: LlmClient | None = None
 
     def book(self, session: str) -> Book | None:
         """The session's appointment book (None when the flow does not book)."""
@@ -61,9 +65,20 @@ class Handler:
         found = self._books.get(session)
         if found is None and self.schedule is not None:
             book = Book(self.redis, self.schedule, session)
-            found = self._books[session] = (book, Engine(self.engine.flow, book))
+            found = self._books[session] = (book, Engine(self.engine.flow, book, agent=self._agent(book, session)))
         assert found is not None
         return found
+
+    def _agent(self, book: Book, session: str) -> Agent | None:
+        """The session's AI agent when the flow has an ``agent`` step (without LLM_BASE_URL it always falls back)."""
+        flow = self.engine.flow
+        if not flow.uses_agent:
+            return None
+        if self._llm is None and self.settings.llm_base_url:
+            self._llm = LlmClient(self.settings)
+        if self._llm is None:
+            log.warning("the flow has an agent step but LLM_BASE_URL is not set: every agent turn falls back")
+        return Agent(self._llm, BookingTalk(book, flow.texts), self.redis, session, self.settings)
 
     def on_event(self, event: WakeUp) -> Any:
         raise NotImplementedError

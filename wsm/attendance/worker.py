@@ -129,7 +129,12 @@ class Worker(Handler):
         """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""
         ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
         engine = self.engine_for(store.session)
-        turn = engine.turn(state, [m.get("text") or "" for m in ordered], store.chat_id, [m["id"] for m in ordered])
+        texts, ids = [m.get("text") or "" for m in ordered], [m["id"] for m in ordered]
+        if engine.agent is not None:  # a model call may outlast the lease: keep it while the turn runs
+            with store.kept_alive():
+                turn = engine.turn(state, texts, store.chat_id, ids)
+        else:
+            turn = engine.turn(state, texts, store.chat_id, ids)
         if turn.end is EndReason.HANDOFF:
             turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
         opens = state.get("conv") != "1"  # the first reply of a conversation: its first response time is measured

@@ -195,6 +195,27 @@ class BookingTalk:
             return Outcome([self.about("cancelled", apt)], None, "cancelled")
         return self._offer({**state, "mode": "pick"})
 
+    def settle(self, state: dict[str, Any], yes: bool, chat: str, request_id: str) -> Outcome:
+        """The person's answer to a confirmation the agent asked for: yes commits, no lets go; nothing is offered."""
+        action = state.get("action")
+        if not yes:
+            if action == "book":
+                self.release(state["apt"], chat, request_id)
+            return Outcome([self.texts["kept"]], None, "kept")
+        try:
+            if action == "book":
+                apt = self.port.confirm(state["apt"], chat, request_id + ":confirm")
+                return Outcome([self.about("booked", apt)], None, "booked")
+            if action == "reschedule":
+                apt = self.port.reschedule(state["apt"], state["slot"], chat, request_id + ":reschedule")
+                return Outcome([self.about("rescheduled", apt)], None, "rescheduled")
+            apt = self.port.cancel(state["apt"], chat, request_id)
+            return Outcome([self.about("cancelled", apt)], None, "cancelled")
+        except HoldExpired:
+            return Outcome([self.texts["hold_expired"]], None, "failed")
+        except BookingError:
+            return Outcome([self.texts["slot_taken" if action != "cancel" else "no_appointments"]], None, "failed")
+
     def release(self, apt_id: str, chat: str, request_id: str) -> None:
         """Let a held slot go (the person left or went back to the menu before confirming)."""
         with contextlib.suppress(BookingError):  # expired or gone already: nothing is held

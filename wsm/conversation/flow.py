@@ -4,7 +4,8 @@ A flow is a set of named steps. A step says something and then either offers
 numbered ``options`` (each with a ``next`` step), ``collect``s the answer into a
 field and goes to ``next``, ``end``s the conversation (``done`` or ``handoff``), or
 runs a booking conversation (``schedule``: offer slots, hold, confirm; or list,
-reschedule, cancel the person's appointments) and then goes to ``next``.
+reschedule, cancel the person's appointments) and then goes to ``next``, or hands the talk to the AI
+agent (``agent``: a language model answering with the business's tools, opt-in; see :mod:`wsm.agent`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class AgentSpec:
+    """An ``agent`` step: the model's instructions (read from their file at start-up) and where to fall back."""
+
+    instructions: str
+    instructions_file: str
+    fallback: str | None = None  # a step to enter when the model fails ("" / None: hand off to a human)
+    share_phone: bool = False  # tell the model the person's phone number (off: it never sees it)
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     say: str
@@ -71,6 +82,7 @@ class Step:
     next: str | None = None
     end: EndReason | None = None
     schedule: ScheduleSpec | None = None
+    agent: AgentSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,11 @@ class Flow:
 
     @property
     def books(self) -> bool:
-        return any(step.schedule for step in self.steps.values())
+        return any(step.schedule or step.agent for step in self.steps.values())
+
+    @property
+    def uses_agent(self) -> bool:
+        return any(step.agent for step in self.steps.values())
 
 
 def load_flow(path: str | Path | None = None) -> Flow:
@@ -108,28 +124,32 @@ def load_flow(path: str | Path | None = None) -> Flow:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise FlowError(f"cannot read flow file {path}: {e}") from e
-    return parse_flow(data)
+    return parse_flow(data, Path(path).parent)
+
+
+FLOWS_DIR = Path(str(resources.files("wsm.conversation").joinpath("flows")))
 
 
 @cache
 def _default_flow() -> Flow:
-    text = resources.files("wsm.conversation").joinpath("flows", "default.pt-BR.yaml").read_text(encoding="utf-8")
-    return parse_flow(yaml.safe_load(text))
+    return load_flow(FLOWS_DIR / "default.pt-BR.yaml")
 
 
-def parse_flow(data: Any) -> Flow:
+def parse_flow(data: Any, base: Path | None = None) -> Flow:
+    """A flow from its parsed file; ``base`` is the folder relative ``instructions`` files are read from."""
     if not isinstance(data, dict):
         raise FlowError("a flow must be a mapping with 'start', 'texts' and 'steps'")
     problems: list[str] = []
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, dict) or not raw_steps:
         raise FlowError("'steps' must be a non-empty mapping of step name to step")
-    steps = {name: _parse_step(str(name), raw, problems) for name, raw in raw_steps.items()}
+    steps = {name: _parse_step(str(name), raw, problems, base or FLOWS_DIR) for name, raw in raw_steps.items()}
     start = data.get("start")
     if start not in steps:
         problems.append(f"'start' must name a step, got {start!r}")
     for step in steps.values():
         targets = [o.next for o in step.options] + ([step.next] if step.next else [])
+        targets += [step.agent.fallback] if step.agent and step.agent.fallback else []
         problems += [f"step {step.name!r} goes to unknown step {t!r}" for t in targets if t not in steps]
     texts = {str(k): str(v) for k, v in _mapping(data, "texts", problems).items()}
     problems += [f"texts.{name} is missing" for name in REQUIRED_TEXTS if name not in texts]
@@ -188,8 +208,9 @@ def _template_problem(where: str, text: str) -> str | None:
     return None
 
 
-def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
-    if not isinstance(raw, dict) or not isinstance(raw.get("say", "" if "schedule" in raw else None), str):
+def _parse_step(name: str, raw: Any, problems: list[str], base: Path) -> Step:
+    optional_say = isinstance(raw, dict) and ("schedule" in raw or "agent" in raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("say", "" if optional_say else None), str):
         problems.append(f"step {name!r} must be a mapping with a 'say' text")
         return Step(name, "")
     options = tuple(
@@ -200,11 +221,13 @@ def _parse_step(name: str, raw: Any, problems: list[str]) -> Step:
     end = raw.get("end")
     known_end = EndReason(end) if end in END_KINDS else None
     spec = _parse_schedule(name, raw.get("schedule"), problems) if "schedule" in raw else None
-    step = Step(name, raw.get("say", ""), options, raw.get("collect"), raw.get("next"), known_end, spec)
-    kinds = sum([bool(step.options), bool(step.collect), bool(end), "schedule" in raw])
+    agent = _parse_agent(name, raw.get("agent"), problems, base) if "agent" in raw else None
+    step = Step(name, raw.get("say", ""), options, raw.get("collect"), raw.get("next"), known_end, spec, agent)
+    kinds = sum([bool(step.options), bool(step.collect), bool(end), "schedule" in raw, "agent" in raw])
     if kinds != 1:
         problems.append(
-            f"step {name!r} needs exactly one of 'options', 'collect' (with 'next'), 'end' or 'schedule' (with 'next')"
+            f"step {name!r} needs exactly one of 'options', 'collect' (with 'next'), 'end', 'schedule' (with 'next')"
+            " or 'agent'"
         )
     if "schedule" in raw and not step.next:
         problems.append(f"step {name!r} runs a schedule but has no 'next'")
@@ -228,6 +251,23 @@ def _parse_schedule(name: str, raw: Any, problems: list[str]) -> ScheduleSpec:
     if spec.action == "book" and not spec.service:
         problems.append(f"step {name!r}: a booking schedule step needs a 'service'")
     return spec
+
+
+def _parse_agent(name: str, raw: Any, problems: list[str], base: Path) -> AgentSpec | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("instructions"), str):
+        problems.append(f"step {name!r}: 'agent' must be a mapping like {{instructions: agent.instructions.md}}")
+        return None
+    unknown = set(raw) - {"instructions", "fallback", "share_phone"}
+    if unknown:
+        problems.append(f"step {name!r}: unknown agent field(s) {', '.join(sorted(map(str, unknown)))}")
+    path = base / raw["instructions"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(f"step {name!r}: cannot read the agent's instructions {path}: {e}")
+        return None
+    fallback = raw.get("fallback")
+    return AgentSpec(text, str(path), str(fallback) if fallback else None, raw.get("share_phone") is True)
 
 
 def normalize(text: str) -> str:

@@ -84,6 +84,14 @@ class Settings:
     mask_phones: bool
     sla_s: int
     metrics_token: str
+    llm_base_url: str
+    llm_api_key: str
+    llm_model: str
+    llm_timeout_s: float
+    llm_max_retries: int
+    llm_max_tool_calls: int
+    llm_max_turn_tokens: int
+    llm_history_tokens: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,17 +136,27 @@ class Settings:
             mask_phones=_bool("WSM_MASK_PHONES", True),
             sla_s=max(1, _int("WSM_SLA_S", 120)),
             metrics_token=_str("WSM_METRICS_TOKEN"),
+            llm_base_url=_str("LLM_BASE_URL").rstrip("/"),
+            llm_api_key=_str("LLM_API_KEY"),
+            llm_model=_str("LLM_MODEL"),
+            llm_timeout_s=max(0.1, _float("LLM_TIMEOUT_S", 20.0)),
+            llm_max_retries=max(0, _int("LLM_MAX_RETRIES", 2)),
+            llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
+            llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
+            llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
         )
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
+        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "llm_api_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = ("<set>" if value else "<unset>") if f.name in secret else value
         out["redis_url"] = redact_url(self.redis_url)
         out["caldav_url"] = redact_url(self.caldav_url)
+        out["llm_base_url"] = redact_url(self.llm_base_url)
         return out
 
 

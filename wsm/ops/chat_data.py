@@ -81,6 +81,10 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
             "early_acks": {name: json.loads(raw) for name, raw in early_acks.items() if raw},
             "deadletter": [json.loads(raw) for raw in _deadletter_entries(client, chat_id)],
             "schedule": export_appointments(client, session, chat_id),
+            "agent_usage": {  # tokens the AI agent's model calls used (for cost): this conversation, and all
+                "conversation": json.loads(state.get("agent_usage") or "{}"),
+                "total": json.loads(state.get("agent_usage_total") or "{}"),
+            },
         }
 
 

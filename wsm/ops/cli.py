@@ -80,6 +80,11 @@ main.add_command(schedule)
 
 def _line(message: dict[str, Any]) -> str:
     when = datetime.fromtimestamp(float(message.get("timestamp") or 0), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if message.get("kind") == "tool":
+        call = json.dumps(message.get("arguments"), ensure_ascii=False)
+        return (
+            f"{when} ** tool {message.get('tool')}({call}) -> {json.dumps(message.get('result'), ensure_ascii=False)}"
+        )
     arrow = "<-" if message.get("direction") == "in" else "->"
     text = message.get("text") or ""
     media = message.get("media")

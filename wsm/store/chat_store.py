@@ -17,15 +17,19 @@ the next one. These writes do not check it, and why that is safe:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from wsm.core.clock import now_ms
+from wsm.core.errors import WsmError
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, ended_status
 from wsm.store import keys
@@ -84,6 +88,25 @@ class ChatStore:
             self._renewed_at = time.monotonic()
         return held
 
+    @contextlib.contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Heartbeat the lease from a thread while a slow step runs (an agent's model call may take seconds)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.lease_ms / 3000):
+                with contextlib.suppress(WsmError, redis.RedisError):  # Redis blinked: the next beat tries again
+                    if not self.heartbeat():
+                        return
+
+        thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def release(self, examined: int = 0) -> bool:
         """Give the chat back; True when it has work left (new messages or unsent replies)."""
         more = self.scripts.release_lease(
@@ -117,7 +140,8 @@ class ChatStore:
         s = self.settings
         due_key, due_member = due or (self.sk.notify_due, "")
         then_key, then_member, then_score = then or (self.sk.notify_due, "", 0)
-        replies = [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms)] if turn.text else []
+        replies = [self._record(r) for r in turn.records]
+        replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms)] if turn.text else []
         result = self.scripts.commit_turn(
             keys=[
                 self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
@@ -133,6 +157,13 @@ class ChatStore:
             ],
         )  # fmt: skip
         return result == "ok"
+
+    @staticmethod
+    def _record(record: dict[str, object]) -> dict[str, str]:
+        """A history-only record (an agent's tool call): kept in the chat's history, never sent."""
+        record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex)
+        full = {"timestamp": now_ms() / 1000, **record, "id": record_id}
+        return {"id": record_id, "entry": "", "record": json.dumps(full, ensure_ascii=False)}
 
     @staticmethod
     def _reply(text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:

@@ -18,6 +18,7 @@ class Turn:
     replies: list[str] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     end: EndReason | None = None
+    records: list[dict[str, object]] = field(default_factory=list)  # history only, never sent (``kind: tool``)
 
     @property
     def text(self) -> str:

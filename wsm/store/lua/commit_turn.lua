@@ -7,7 +7,8 @@
 -- ARGV[1] lease token
 -- ARGV[2] number of inbox messages handled (removed from the head of the inbox)
 -- ARGV[3] state fields to set, JSON object of strings
--- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": history JSON string}
+-- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": history JSON string};
+--         an "entry" of "" is a history-only record (an agent's tool call), not sent
 -- ARGV[5] now (ms)     ARGV[6] history max   ARGV[7] retention (s)
 -- ARGV[8] end reason, "" for none (wsm.core.status.EndReason; frees the slot / leaves the queue)
 -- ARGV[9] chat id      ARGV[10] session      ARGV[11] events channel
@@ -55,7 +56,9 @@ end
 
 local replies = cjson.decode(ARGV[4])
 for _, reply in ipairs(replies) do
-  redis.call('RPUSH', KEYS[4], reply['entry'])
+  if reply['entry'] ~= '' then
+    redis.call('RPUSH', KEYS[4], reply['entry'])
+  end
   redis.call('HSET', KEYS[6], reply['id'], reply['record'])
   redis.call('RPUSH', KEYS[5], reply['id'])
 end
