@@ -31,22 +31,32 @@ local RETENTION, P = ARGV[7], ARGV[10]
 redis.call('SET', KEYS[1], PN, 'EX', ARGV[3])
 
 local function number_in(raw, name)
-  local ok, rec = pcall(cjson.decode, raw)
+  local ok, rec = pcall(cjson.decode, raw or '')
   return ok and type(rec) == 'table' and tonumber(rec[name]) or 0
 end
 
--- Two lists in one, ordered by when(value); on a tie the @lid item (older chat) first, then list order.
+-- when a history record happened on our clock: arrival for what came in, the record's own time for ours
+local function record_ms(raw)
+  local received = number_in(raw, 'received_ms')
+  return received > 0 and received or number_in(raw, 'timestamp') * 1000
+end
+
+-- Two lists, each already in order, as one: each keeps its own order, and they interleave by when(value)
+-- (our clock, ms); on a tie the @lid chat's item (the older chat) comes first.
 local function by_time(older, newer, when)
-  local all = {}
-  for i, v in ipairs(older) do all[#all + 1] = {t = when(v), s = 0, i = i, v = v} end
-  for i, v in ipairs(newer) do all[#all + 1] = {t = when(v), s = 1, i = i, v = v} end
-  table.sort(all, function(a, b)
-    if a.t ~= b.t then return a.t < b.t end
-    if a.s ~= b.s then return a.s < b.s end
-    return a.i < b.i
-  end)
-  local out = {}
-  for k, e in ipairs(all) do out[k] = e.v end
+  local out, i, j = {}, 1, 1
+  local ti, tj = older[1] and when(older[1]), newer[1] and when(newer[1])
+  while i <= #older or j <= #newer do
+    if j > #newer or (i <= #older and ti <= tj) then
+      out[#out + 1] = older[i]
+      i = i + 1
+      ti = older[i] and when(older[i])
+    else
+      out[#out + 1] = newer[j]
+      j = j + 1
+      tj = newer[j] and when(newer[j])
+    end
+  end
   return out
 end
 
@@ -81,7 +91,7 @@ if #lid_ids > 0 then
       known[id] = true
     end
   end
-  local ids = by_time(fresh, pn_ids, function(id) return number_in(redis.call('HGET', C.msgs, id), 'timestamp') end)
+  local ids = by_time(fresh, pn_ids, function(id) return record_ms(redis.call('HGET', C.msgs, id)) end)
   redis.call('DEL', C.log)
   push(C.log, ids)
   local excess = #ids - tonumber(ARGV[5])
