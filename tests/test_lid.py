@@ -20,6 +20,7 @@ from wsm.conversation.history import read_history
 from wsm.schedule.book import Book
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
+from wsm.store.events import QUEUE_CHANGED, WakeUp
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
 from wsm.waha.event import Message, parse_event
@@ -141,6 +142,18 @@ def test_queue_place_is_kept_through_the_merge(
     turn = texts(platform, PN)[-1]
     assert turn.startswith("É a sua vez!")
     assert history(r, PN)[0] == "oi" and "ainda aqui" in history(r, PN)
+
+
+def test_the_notifier_tells_a_mapped_lid_its_position_at_its_number(
+    r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = make_platform(r, sim, monkeypatch, WSM_MAX_ACTIVE="1")
+    platform.say(OTHER, "oi")
+    sim.set_lid(LID, PN)
+    platform.ingestor.ingest(parse_event(wp.message_event(LID, "oi")))  # queued as @lid
+    platform.notifier.on_event(WakeUp(QUEUE_CHANGED, "default", LID))  # the notifier's wake-up came first
+    assert texts(platform, PN)[0].startswith("Você é o 1º da fila") and texts(platform, LID) == []
+    assert r.zrange(SK.queue, 0, -1) == [PN]
 
 
 def test_appointments_follow_the_person(platform: Platform, r: redis.Redis) -> None:

@@ -65,9 +65,10 @@ class LidResolver:
         """Worker side: the chat to serve; an @lid chat WAHA maps is merged into its phone chat first."""
         if not is_lid(chat_id):
             return chat_id
-        phone = self.known(session, chat_id)
-        if phone is None and self.redis.get(keys.SessionKeys(session).lid(chat_id)) is None:
-            phone = self._ask_waha(session, chat_id)
+        phone = self._known.get((session, chat_id))
+        if phone is None:
+            raw = self.redis.get(keys.SessionKeys(session).lid(chat_id))
+            phone = self._ask_waha(session, chat_id) if raw is None else phone_chat(raw)
         if phone is None:
             return chat_id
         self.merge(session, chat_id, phone)
