@@ -325,3 +325,33 @@ def test_end_to_end_both_orders(tmp_path) -> None:
         client.close()
     finally:
         s.stop()
+
+
+# --- the WAHA stand-in's side --------------------------------------------------------------------
+
+
+def test_the_simulator_serves_lids_as_waha_does() -> None:
+    import requests
+
+    with WahaSimulator(api_key="k") as sim, requests.Session() as http:
+        url, auth = f"{sim.url}/api/default/lids/{LID}", {"X-Api-Key": "k"}
+        assert http.get(url, timeout=5).status_code == 401
+        assert http.get(url, headers=auth, timeout=5).json() == {"lid": LID, "pn": None}
+        assert http.post(f"{sim.url}/sim/lids", json={"lid": LID.split("@")[0], "phone": PN}, timeout=5).ok
+        assert http.get(url, headers=auth, timeout=5).json() == {"lid": LID, "pn": PN}
+        assert http.get(f"{sim.url}/api/other/lids/{LID}", headers=auth, timeout=5).status_code == 404
+        assert http.post(f"{sim.url}/sim/lids", json={"phone": PN}, timeout=5).status_code == 400
+        assert sim.lid_lookups(LID) == 4 and sim.lid_lookups("1@lid") == 0  # the page call is not one
+
+
+def test_the_simulator_page_can_write_as_a_lid() -> None:
+    import requests
+
+    with WahaSimulator(webhook_url="http://127.0.0.1:9/") as sim, requests.Session() as http:
+        posted: list[dict] = []
+        sim.post_webhook = posted.append  # type: ignore[method-assign]  # keep what it would post
+        body = {"lid": LID.split("@")[0], "phone": PN.split("@")[0], "text": "oi"}
+        answer = http.post(f"{sim.url}/sim/send", json=body, timeout=5).json()
+        assert answer["chat_id"] == LID
+        event = parse_event(posted[0])
+        assert isinstance(event, Message) and event.chat_id == LID and event.phone_hint == PN
