@@ -355,3 +355,13 @@ def test_the_simulator_page_can_write_as_a_lid() -> None:
         assert answer["chat_id"] == LID
         event = parse_event(posted[0])
         assert isinstance(event, Message) and event.chat_id == LID and event.phone_hint == PN
+
+
+def test_export_and_erase_of_the_person_include_their_lid_mapping(platform: Platform, r: redis.Redis) -> None:
+    from wsm.ops.chat_data import erase_chat, export_chat
+
+    platform.say(LID, "oi")
+    say_with_phone(platform, "1")
+    assert export_chat(r, "default", PN)["lid_mappings"] == {SK.lid(LID): PN}
+    erase_chat(r, "default", PN, max_active=2)
+    assert r.keys(f"*{PN}*") == [] and r.keys(f"*{LID}*") == []

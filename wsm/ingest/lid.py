@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import TypeVar
 
 import redis
@@ -41,6 +42,16 @@ from wsm.waha.lid import is_lid, phone_chat
 log = logging.getLogger(__name__)
 KNOWN_MAX = 100_000  # mappings kept in memory per process (WAHA: a lid's phone number does not change)
 Event = TypeVar("Event", Message, Ack)
+
+
+def mapping_keys(client: redis.Redis, session: str, chat_id: str) -> dict[str, str]:
+    """The ``lid:<L>`` keys that name ``chat_id`` (its own mapping, or lids mapped to it) with their values:
+    personal data, for export and erasure (one SCAN of the session's mappings)."""
+    sk = keys.SessionKeys(session)
+    prefix = re.sub(r"([*?\[\]\\])", r"\\\1", sk.lid(""))  # the session name, literal in the pattern
+    names = sorted(client.scan_iter(match=prefix + "*", count=1000))
+    values = client.mget(names) if names else []
+    return {n: v or "" for n, v in zip(names, values, strict=True) if n == sk.lid(chat_id) or v == chat_id}
 
 
 class LidResolver:
