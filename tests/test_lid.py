@@ -365,3 +365,14 @@ def test_export_and_erase_of_the_person_include_their_lid_mapping(platform: Plat
     assert export_chat(r, "default", PN)["lid_mappings"] == {SK.lid(LID): PN}
     erase_chat(r, "default", PN, max_active=2)
     assert r.keys(f"*{PN}*") == [] and r.keys(f"*{LID}*") == []
+
+
+def test_the_lid_benchmark_runs() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.lid", "--messages", "20", "--history", "20"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "@lid, mapping known" in out and "merge of 10 + 10 history records" in out
