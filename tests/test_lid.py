@@ -308,9 +308,11 @@ def test_end_to_end_both_orders(tmp_path) -> None:
         s.sim.set_lid(known_lid, known_pn)
         s.say(known_lid, "oi")  # known first: the first reply already goes to the number
         s.wait_texts(known_pn, 1)
-        s.say(known_lid, "1")
+        asked = s.sim.lid_lookups(known_lid)
+        s.say(known_lid, "1")  # the webhook stores it under the number: no new lookup, no merge
         assert "nome completo" in s.wait_texts(known_pn, 2)[-1]
-        assert s.texts(known_lid) == [] and s.sim.lid_lookups(known_lid) == 1
+        assert s.texts(known_lid) == [] and s.sim.lid_lookups(known_lid) == asked >= 1
+        assert [m["text"] for m in s.history(known_pn)][0::2] == ["oi", "1"]
 
         s.say(LID, "oi")  # unknown: served as @lid
         s.wait_texts(LID, 1)
