@@ -35,9 +35,8 @@ from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus
 from wsm.store import keys
 from wsm.store.scripts import Scripts
-from wsm.waha.client import WahaClient
 from wsm.waha.event import Ack, Message
-from wsm.waha.lid import is_lid, phone_chat
+from wsm.waha.lid import LidLookup, is_lid, phone_chat
 
 log = logging.getLogger(__name__)
 KNOWN_MAX = 100_000  # mappings kept in memory per process (WAHA: a lid's phone number does not change)
@@ -55,7 +54,7 @@ def mapping_keys(client: redis.Redis, session: str, chat_id: str) -> dict[str, s
 
 
 class LidResolver:
-    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings, waha: WahaClient | None = None):
+    def __init__(self, client: redis.Redis, scripts: Scripts, settings: Settings, waha: LidLookup | None = None):
         self.redis = client
         self.scripts = scripts
         self.settings = settings

@@ -13,12 +13,19 @@ Two sources, both only trusted when they name a plain phone chat:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from wsm.core.errors import WahaRetryable
 
 LID_SUFFIX = "@lid"
 _PHONE = re.compile(r"^(\d{5,20})(?::\d{1,4})?@(?:c\.us|s\.whatsapp\.net)$")  # whatsmeow may add ":<device>"
+
+
+class LidLookup(Protocol):
+    """Who can ask WAHA (:class:`wsm.waha.client.WahaClient`); a protocol so the webhook's code never imports
+    the HTTP client (its bundle ships without urllib3)."""
+
+    def lid_phone(self, session: str, lid: str, timeout_s: float) -> str | None: ...
 
 
 def is_lid(chat_id: str) -> bool:
