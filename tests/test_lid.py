@@ -32,6 +32,7 @@ SK = keys.SessionKeys("default")
 
 
 def texts(platform: Platform, chat: str) -> list[str]:
+    """What WAHA was asked to send to ``chat``."""
     return platform.texts(chat)
 
 
@@ -85,10 +86,12 @@ def test_mapping_known_first_one_chat_from_the_first_reply(platform: Platform, r
     assert platform.sim.lid_lookups(LID) == 1  # later messages used the cached mapping
 
 
-def test_cached_mapping_is_used_by_a_fresh_process(platform: Platform, r: redis.Redis, sim: WahaSimulator) -> None:
+def test_cached_mapping_is_used_by_a_fresh_process(
+    platform: Platform, r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim.set_lid(LID, PN)
     platform.say(LID, "oi")
-    again = make_platform(r, sim, pytest.MonkeyPatch())  # new processes: empty memory, the mapping is in Redis
+    again = make_platform(r, sim, monkeypatch)  # new processes: empty memory, the mapping is in Redis
     again.say(LID, "1")
     assert "Qual é o seu nome completo?" in texts(again, PN)[-1]
     assert sim.lid_lookups() == 1
