@@ -2,6 +2,9 @@
 
 Tests use it as a real HTTP server that records every REST call and can be told to fail at runtime
 (``fail_next``, ``set_outage``, ``refuse_connections``, ``set_session_status``, ``response_delay_s``).
+People may be ``…@lid`` chats: ``set_lid`` tells it a lid's phone chat (``GET /api/{session}/lids/{lid}``
+answers it, ``lid_lookups`` counts those calls, ``set_lid_answer`` forces any answer), and
+``send_message(lid, text, phone_alt=…)`` puts the phone chat in the payload as NOWEB does.
 ``make local`` runs it as ``wsm-waha-sim``; open its URL in a browser to chat with the bot.
 
 Answers follow WAHA 2026.x (its docs at waha.devlike.pro and its OpenAPI spec). Where WAHA varies we chose:
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SESSION_STATUSES = ("STOPPED", "STARTING", "SCAN_QR_CODE", "WORKING", "FAILED")
 SESSION_PATH = re.compile(r"^/api/sessions/([^/]+)$")
+LID_PATH = re.compile(r"^/api/([^/]+)/lids/(?!count$|pn$)([^/]+)$")
 OWN_ACK_PAUSES_S = ((2, 0.1), (3, 0.4))  # (ack, pause before it): DEVICE, then READ shortly after
 
 
@@ -124,6 +128,8 @@ class WahaSimulator:
         self._outage: int | None = None
         self._fail_status, self._fail_count = 500, 0
         self._webhooks: dict[str, Any] = {"delivered": 0, "failed": 0, "pending": 0, "last_error": ""}
+        self._lids: dict[str, str] = {}  # lid chat -> phone chat WAHA knows
+        self._lid_answer: Reply | None = None  # forced answer of the lids endpoint (tests: malformed ones)
         self._server_lock = threading.Lock()
         self._server: SimServer | None = None
         self._stopping = threading.Event()
@@ -215,6 +221,31 @@ class WahaSimulator:
         """Wait until ``predicate()`` is true; re-checked after every call and webhook delivery."""
         with self._cond:
             return self._cond.wait_for(predicate, timeout_s)
+
+    # -- @lid people ---------------------------------------------------------------------------
+
+    def set_lid(self, lid: str, phone: str | None) -> None:
+        """WAHA learns (or, with None, forgets) the phone chat of ``lid``."""
+        with self._cond:
+            if phone is None:
+                self._lids.pop(lid, None)
+            else:
+                self._lids[lid] = phone
+
+    def set_lid_answer(self, body: Any = None, status: int = 200) -> None:
+        """Answer every lids lookup with ``body`` (bytes are sent as is); None: answer normally again."""
+        with self._cond:
+            self._lid_answer = None if body is None else Reply(status, body)
+
+    def lid_lookups(self, lid: str | None = None) -> int:
+        """How many ``GET /api/{session}/lids/{lid}`` calls arrived (for ``lid``, or any)."""
+        return sum(1 for c in self.calls if (m := LID_PATH.match(c.path)) and (lid is None or unquote(m[2]) == lid))
+
+    def _lid(self, session: str, lid: str) -> Reply:
+        if session != self.session:
+            return self._unknown_session(session)
+        with self._cond:
+            return self._lid_answer or Reply(200, {"lid": lid, "pn": self._lids.get(lid)})
 
     # -- failure controls --------------------------------------------------------------------
 
@@ -369,6 +400,8 @@ class WahaSimulator:
         if method == "GET" and (match := SESSION_PATH.match(path)):
             name = unquote(match.group(1))
             return Reply(200, self._session_info()) if name == self.session else self._unknown_session(name)
+        if method == "GET" and (match := LID_PATH.match(path)):
+            return self._lid(unquote(match[1]), unquote(match[2]))
         return Reply(404, {"statusCode": 404, "message": f"Cannot {method} {path}", "error": "Not Found"})
 
     def _forced_status(self) -> int | None:

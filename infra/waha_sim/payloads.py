@@ -44,10 +44,18 @@ def message_payload(
     source: str = "app",
     media: dict[str, Any] | None = None,
     timestamp: float | None = None,
+    phone_alt: str | None = None,
 ) -> dict[str, Any]:
-    """A WAHA message payload; the id follows ``{fromMe}_{chatId}_{keyId}``."""
+    """A WAHA message payload; the id follows ``{fromMe}_{chatId}_{keyId}``.
+
+    ``phone_alt``: for an ``…@lid`` chat, the phone chat NOWEB puts in ``_data.key.remoteJidAlt``.
+    """
     key_id = key_id or uuid.uuid4().hex[:20].upper()
     me, other = ME["id"], chat_id
+    data: dict[str, Any] = {}
+    if phone_alt:
+        alt = phone_alt.replace("@c.us", "@s.whatsapp.net")
+        data = {"key": {"remoteJid": chat_id, "remoteJidAlt": alt, "fromMe": from_me, "id": key_id}}
     return {
         "id": f"{'true' if from_me else 'false'}_{chat_id}_{key_id}",
         "timestamp": timestamp if timestamp is not None else int(time.time()),
@@ -63,7 +71,7 @@ def message_payload(
         "ackName": "SERVER",
         "replyTo": None,
         "vCards": [],
-        "_data": {},
+        "_data": data,
     }
 
 

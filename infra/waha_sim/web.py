@@ -220,6 +220,8 @@ def handle_page(sim: WahaSimulator, method: str, path: str, query: dict[str, lis
         return Reply(200, sim.state())
     if route == ("POST", "/sim/send"):
         return _send(sim, body)
+    if route == ("POST", "/sim/lids"):
+        return _lids(sim, body)
     if route == ("POST", "/sim/session-status"):
         return _session_status(sim, body)
     if route == ("POST", "/sim/outage"):
@@ -237,14 +239,28 @@ def _messages(sim: WahaSimulator, query: dict[str, list[str]]) -> Reply:
 
 
 def _send(sim: WahaSimulator, body: Any) -> Reply:
+    """``{"phone", "text"}``; with ``"lid"`` (digits) the person writes as ``<lid>@lid``, and the phone, when
+    also given, rides in the payload as NOWEB's ``remoteJidAlt``."""
     body = body if isinstance(body, dict) else {}
     phone = re.sub(r"\D", "", str(body.get("phone", "")))
+    lid = re.sub(r"\D", "", str(body.get("lid", "")))
     text = body.get("text")
-    if not phone or not isinstance(text, str) or not text.strip():
+    if not (phone or lid) or not isinstance(text, str) or not text.strip():
         return _bad("phone (digits) and text are required")
-    chat_id = f"{phone}@c.us"
-    message_id = sim.send_message(chat_id, text)
+    chat_id = f"{lid}@lid" if lid else f"{phone}@c.us"
+    message_id = sim.send_message(chat_id, text, phone_alt=f"{phone}@c.us" if lid and phone else None)
     return Reply(200, {"id": message_id, "chat_id": chat_id, "webhook": bool(sim.webhook_url)})
+
+
+def _lids(sim: WahaSimulator, body: Any) -> Reply:
+    """``{"lid": digits, "phone": digits | null}``: WAHA learns (or forgets) that lid's phone number."""
+    body = body if isinstance(body, dict) else {}
+    lid = re.sub(r"\D", "", str(body.get("lid", "")))
+    phone = re.sub(r"\D", "", str(body.get("phone") or ""))
+    if not lid:
+        return _bad("lid (digits) is required")
+    sim.set_lid(f"{lid}@lid", f"{phone}@c.us" if phone else None)
+    return Reply(200, {"lid": f"{lid}@lid", "pn": f"{phone}@c.us" if phone else None})
 
 
 def _session_status(sim: WahaSimulator, body: Any) -> Reply:

@@ -20,6 +20,7 @@ from wsm.conversation.flow import Flow, FlowError, load_flow
 from wsm.core.errors import BadEvent
 from wsm.core.settings import Settings, get_settings
 from wsm.delivery.outbox import Sender
+from wsm.ingest.lid import LidResolver
 from wsm.schedule.book import Book
 from wsm.schedule.config import Schedule, load_schedule
 from wsm.store import keys
@@ -48,6 +49,7 @@ class Handler:
         self.settings = settings
         self.scripts = Scripts(client)
         self.sender = Sender(client, waha)
+        self.lids = LidResolver(client, self.scripts, settings, waha)
         self.engine = engine
         self.schedule = schedule
         self._books: dict[str, tuple[Book, Engine]] = {}

@@ -63,6 +63,7 @@ class Notifier(Handler):
             return sum(pool.map(lambda chat: self.consider(sk, chat, avg_ms), due))
 
     def consider(self, sk: keys.SessionKeys, chat_id: str, avg_handle_ms: float) -> bool:
+        chat_id = self.lids.settle(sk.session, chat_id)  # a mapped @lid is told as its phone chat
         store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
         snap = store.acquire()
         if snap is None:

@@ -104,7 +104,8 @@ class Worker(Handler):
         self.admit(sk)
 
     def serve(self, sk: keys.SessionKeys, chat_id: str) -> None:
-        """Handle a chat's pending messages and replies while holding its lease."""
+        """Handle a chat's pending messages and replies while holding its lease (a mapped @lid: its phone chat)."""
+        chat_id = self.lids.settle(sk.session, chat_id)
         for _ in range(MAX_PASSES):
             store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
             snap = store.acquire()

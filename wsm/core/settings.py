@@ -92,6 +92,10 @@ class Settings:
     llm_max_tool_calls: int
     llm_max_turn_tokens: int
     llm_history_tokens: int
+    # one person, one chat (@lid -> phone chat; wsm/ingest/lid.py)
+    lid_lookup_timeout_s: float = 0.5
+    lid_negative_ttl_s: int = 60
+    lid_cache_ttl_s: int = 30 * 86400
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,6 +148,10 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
+            # one person, one chat (@lid)
+            lid_lookup_timeout_s=max(0.05, _float("WSM_LID_LOOKUP_TIMEOUT_S", 0.5)),
+            lid_negative_ttl_s=max(1, _int("WSM_LID_NEGATIVE_TTL_S", 60)),
+            lid_cache_ttl_s=max(60, _int("WSM_LID_CACHE_TTL_S", 30 * 86400)),
         )
 
     def redacted(self) -> dict[str, object]:

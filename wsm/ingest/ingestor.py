@@ -16,6 +16,7 @@ import redis
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, EndReason
+from wsm.ingest.lid import LidResolver
 from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.connection import redis_errors
@@ -47,6 +48,7 @@ class Ingestor:
         self.settings = settings
         self.scripts = Scripts(client)
         self.group = GroupCommit(client)
+        self.lids = LidResolver(client, self.scripts, settings)  # @lid -> phone chat, when known (no WAHA call)
         self._known_sessions: set[str] = set()
 
     def ingest(self, event: WahaEvent) -> Outcome:
@@ -55,9 +57,9 @@ class Ingestor:
         with redis_errors():
             self._remember_session(event.session)
             if isinstance(event, Message):
-                return self._message(event)
+                return self._message(self.lids.resolve(event))
             if isinstance(event, Ack):
-                return self._ack(event)
+                return self._ack(self.lids.resolve(event))
             return self._session_status(event)
 
     def _remember_session(self, session: str) -> None:

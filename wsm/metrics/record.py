@@ -15,7 +15,7 @@ from wsm.core.settings import get_settings
 # Label values (bounded): anything else is counted as "other".
 EVENTS = frozenset({"message", "message.any", "message.ack", "session.status"})
 SENDERS = frozenset({"customer", "bot", "phone", "operator"})
-WAHA_ENDPOINTS = frozenset({"sendText", "sendSeen", "startTyping", "stopTyping", "sessions"})
+WAHA_ENDPOINTS = frozenset({"sendText", "sendSeen", "startTyping", "stopTyping", "sessions", "lids"})
 QUEUES = frozenset({"bot", "human"})
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WAIT_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)

@@ -22,6 +22,7 @@ import redis
 from wsm.attendance.queue import admit_waiting
 from wsm.conversation.history import read_history
 from wsm.delivery.deadletter import read_dead_letters, remove_dead_letter
+from wsm.ingest.lid import mapping_keys
 from wsm.schedule.book import erase_appointments, export_appointments
 from wsm.store import keys
 from wsm.store.connection import redis_errors
@@ -81,6 +82,7 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
             "early_acks": {name: json.loads(raw) for name, raw in early_acks.items() if raw},
             "deadletter": [json.loads(raw) for raw in _deadletter_entries(client, chat_id)],
             "schedule": export_appointments(client, session, chat_id),
+            "lid_mappings": mapping_keys(client, session, chat_id),  # @lid ids known to be this person
             "agent_usage": {  # tokens the AI agent's model calls used (for cost): this conversation, and all
                 "conversation": json.loads(state.get("agent_usage") or "{}"),
                 "total": json.loads(state.get("agent_usage_total") or "{}"),
@@ -96,7 +98,7 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
     with redis_errors():
         ids = _message_ids(client, ck)
         markers = _markers(client, sk, chat_id, ids)
-        doomed = set(ck.all()) | markers["seen"] | markers["ack"]
+        doomed = set(ck.all()) | markers["seen"] | markers["ack"] | set(mapping_keys(client, session, chat_id))
         names = sorted(doomed)
         pipe = client.pipeline(transaction=True)  # one slot: every key carries the session's hash tag
         for name in names:

@@ -28,6 +28,7 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``sweep:cursor`` | string | SSCAN cursor of the tick's walk through ``ready`` (0: start again) | worker | 1 per session |
 | ``session`` | hash | WAHA session ``status``, ``updated_ms``, ``event_ms``, ``changed_ms``; ``held_ms`` while sends are held (422) | webhook (status), outbox (``held_ms``) | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
+| ``lid:<L>`` | string | the phone chat (``…@c.us``) of the ``…@lid`` chat ``L``; "" = WAHA did not know it | worker (WAHA lookup), webhook (payload hint), ``merge_chat`` | ``WSM_LID_CACHE_TTL_S``; "" for ``WSM_LID_NEGATIVE_TTL_S`` |
 
 Fields of ``chat:<C>:state`` (all strings; times in ms since the epoch):
 
@@ -114,6 +115,10 @@ class SessionKeys:
 
     def early_ack(self, message_id: str) -> str:
         return f"{self.tag}:ack:{message_id}"
+
+    def lid(self, lid_chat: str) -> str:
+        """The phone chat a ``…@lid`` chat is known to be (see wsm/ingest/lid.py)."""
+        return f"{self.tag}:lid:{lid_chat}"
 
     def chat(self, chat_id: str) -> ChatKeys:
         return ChatKeys(self.tag, chat_id)

@@ -31,6 +31,7 @@ NAMES = (
     "schedule_waitlist",
     "schedule_erase",
     "calendar_lock",
+    "merge_chat",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
 
@@ -68,3 +69,4 @@ class Scripts:
     schedule_waitlist: Script
     schedule_erase: Script
     calendar_lock: Script
+    merge_chat: Script

@@ -11,12 +11,14 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from urllib3.util.retry import Retry
 
 from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.metrics import record as metrics
+from wsm.waha.lid import parse_lid_answer
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,26 @@ class WahaClient:
     def session_status(self, session: str) -> str:
         return str(self._call("GET", f"/api/sessions/{session}", endpoint="sessions").get("status", ""))
 
+    def lid_phone(self, session: str, lid: str, timeout_s: float) -> str | None:
+        """The phone chat WAHA knows for a ``…@lid`` chat, None when it knows none; one try within ``timeout_s``."""
+        path = f"/api/{quote(session, safe='')}/lids/{quote(lid, safe='@')}"
+        answer = self._call("GET", path, endpoint="lids", timeout_s=timeout_s)
+        return parse_lid_answer(answer, lid)
+
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, body)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, endpoint: str = "") -> Any:
-        """``endpoint`` names the call in metrics (default: the path's last part; never a session name)."""
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, endpoint: str = "", timeout_s: float = 0
+    ) -> Any:
+        """``endpoint`` names the call in metrics (default: the path's last part; never a session name);
+        ``timeout_s`` > 0: that timeout and no retry, for a call that must not hold its caller up."""
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         endpoint = endpoint or path.rsplit("/", 1)[-1]
+        quick: dict[str, Any] = {"timeout": urllib3.Timeout(total=timeout_s), "retries": False} if timeout_s else {}
         started = time.perf_counter()
         try:
-            res = self.http.request(method, self.base_url + path, body=payload, headers=self.headers)
+            res = self.http.request(method, self.base_url + path, body=payload, headers=self.headers, **quick)
         except urllib3.exceptions.HTTPError as e:
             metrics.waha_request(endpoint, "error", time.perf_counter() - started)
             raise WahaRetryable(f"{path}: {type(e).__name__}") from None
@@ -78,7 +90,7 @@ class WahaClient:
         try:
             return json.loads(res.data) if res.data else {}
         except ValueError:
-            return {}
+            return {}  # every caller reads fields with defaults; lid_phone refuses the empty answer
 
     def _error_text(self, res: urllib3.BaseHTTPResponse) -> str:
         """WAHA's own error text, short, with our API key blanked should WAHA (or a proxy) echo it back."""

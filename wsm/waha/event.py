@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsm.core.errors import BadRequest
+from wsm.waha.lid import is_lid, payload_phone
 
 ENVELOPE_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,),
@@ -40,6 +41,7 @@ class Message:
     message_id: str
     direction: str  # "in" | "out"
     record: dict[str, Any]  # what history keeps (see :func:`_message_record`)
+    phone_hint: str | None = None  # an @lid chat's phone chat, when the payload names it (wsm.waha.lid)
 
     @property
     def typed_on_phone(self) -> bool:
@@ -184,7 +186,8 @@ def _parse_message(session: str, event: str, payload: dict[str, Any]) -> WahaEve
         return Ignored(f"{kind} chats are not served" if kind != "other" else "unsupported chat id")
     if from_me and event == "message":
         return Ignored("own message on 'message' (subscribe to message.any to record it)")
-    return Message(session, chat_id, message_id, record["direction"], record)
+    hint = payload_phone(payload, from_me) if is_lid(chat_id) else None
+    return Message(session, chat_id, message_id, record["direction"], record, hint)
 
 
 def _message_record(message_id: str, payload: dict[str, Any], direction: str) -> dict[str, Any]:
