@@ -42,6 +42,11 @@ def _bool(name: str, default: bool) -> bool:
     return raw in {"1", "true", "yes", "on"}
 
 
+def redis_cluster_enabled() -> bool:
+    """``WSM_REDIS_CLUSTER``: whether ``REDIS_URL`` names a node of a Redis Cluster (read where clients are made)."""
+    return _bool("WSM_REDIS_CLUSTER", False)
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
@@ -92,6 +97,10 @@ class Settings:
     llm_max_tool_calls: int
     llm_max_turn_tokens: int
     llm_history_tokens: int
+    # Redis Cluster and replication (issue 14 part 1; see README "Redis Cluster")
+    redis_cluster: bool = False
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,6 +153,9 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
+            redis_cluster=redis_cluster_enabled(),
+            redis_min_replicas=max(0, _int("WSM_REDIS_MIN_REPLICAS", 0)),
+            redis_wait_timeout_ms=max(1, _int("WSM_REDIS_WAIT_TIMEOUT_MS", 1000)),
         )
 
     def redacted(self) -> dict[str, object]:

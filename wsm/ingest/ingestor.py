@@ -19,6 +19,7 @@ from wsm.core.status import ChatStatus, EndReason
 from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.connection import redis_errors
+from wsm.store.doorbells import doorbell
 from wsm.store.group_commit import GroupCommit
 from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Ignored, Message, SessionStatus, WahaEvent
@@ -72,6 +73,7 @@ class Ingestor:
         s = self.settings
         now = now_ms()
         record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
+        channel, publish = doorbell(self.redis, msg.session)
         result = self.group.call(
             self.scripts.ingest_message,
             [
@@ -80,9 +82,9 @@ class Ingestor:
             ],
             [
                 msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
-                s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
+                s.max_active, msg.chat_id, msg.session, channel, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
-                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, publish,
             ],
         )  # fmt: skip
         verdict = result[0]
@@ -107,9 +109,10 @@ class Ingestor:
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 
     def _session_status(self, ev: SessionStatus) -> Outcome:
+        channel, publish = doorbell(self.redis, ev.session)
         previous = self.scripts.session_status(
             keys=[keys.SessionKeys(ev.session).status],
-            args=[ev.status, now_ms(), ev.timestamp_ms, keys.EVENTS_CHANNEL, ev.session],
+            args=[ev.status, now_ms(), ev.timestamp_ms, channel, ev.session, publish],
         )
         if previous != ev.status:
             log.info("WAHA session %s status %s -> %s", ev.session, previous, ev.status)
