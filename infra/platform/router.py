@@ -319,7 +319,8 @@ class Router:
         event = delivery.event
         try:
             write_dead_letter(
-                get_redis(self.settings.redis_url, self.settings.redis_cluster), EVENT, reason, self.settings.deadletter_max,
+                get_redis(self.settings.redis_url, self.settings.redis_cluster), EVENT, reason,
+                self.settings.deadletter_max,
                 type=event.type, session=event.session, chat=event.chat, target=delivery.target.name,
                 attempts=delivery.attempt,
             )  # fmt: skip

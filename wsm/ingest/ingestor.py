@@ -12,6 +12,7 @@ from typing import Any
 
 import flask
 import redis
+from redis.commands.core import Script
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
@@ -21,6 +22,7 @@ from wsm.store import keys
 from wsm.store.connection import redis_errors
 from wsm.store.doorbells import doorbell
 from wsm.store.group_commit import GroupCommit
+from wsm.store.replication import execute_replicated
 from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Ignored, Message, SessionStatus, WahaEvent
 
@@ -67,6 +69,19 @@ class Ingestor:
             self.redis.sadd(keys.SESSIONS, session)
             self._known_sessions.add(session)
 
+    def _write(self, script: Script, key_names: list, args: list, grouped: bool = False) -> Any:
+        """Run one of the webhook's scripts; with ``WSM_REDIS_MIN_REPLICAS`` only once replicas confirm it.
+
+        ``grouped`` shares the round trip with concurrent requests (:mod:`wsm.store.group_commit`).
+        """
+        s = self.settings
+        if s.redis_min_replicas:
+            replicas, timeout_ms = s.redis_min_replicas, s.redis_wait_timeout_ms
+            return execute_replicated(self.redis, script, key_names, args, replicas, timeout_ms)
+        if grouped:
+            return self.group.call(script, key_names, args)
+        return script(keys=key_names, args=args)
+
     def _message(self, msg: Message) -> Outcome:
         sk = keys.SessionKeys(msg.session)
         ck = sk.chat(msg.chat_id)
@@ -74,7 +89,7 @@ class Ingestor:
         now = now_ms()
         record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
         channel, publish = doorbell(self.redis, msg.session)
-        result = self.group.call(
+        result = self._write(
             self.scripts.ingest_message,
             [
                 sk.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, sk.ready,
@@ -86,6 +101,7 @@ class Ingestor:
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, publish,
             ],
+            grouped=True,
         )  # fmt: skip
         verdict = result[0]
         if verdict == "duplicate":
@@ -102,17 +118,19 @@ class Ingestor:
 
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)
-        result = self.scripts.apply_ack(
-            keys=[sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
-            args=[ack.message_id, ack.ack, ack.ack_name, now_ms()],
+        result = self._write(
+            self.scripts.apply_ack,
+            [sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
+            [ack.message_id, ack.ack, ack.ack_name, now_ms()],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 
     def _session_status(self, ev: SessionStatus) -> Outcome:
         channel, publish = doorbell(self.redis, ev.session)
-        previous = self.scripts.session_status(
-            keys=[keys.SessionKeys(ev.session).status],
-            args=[ev.status, now_ms(), ev.timestamp_ms, channel, ev.session, publish],
+        previous = self._write(
+            self.scripts.session_status,
+            [keys.SessionKeys(ev.session).status],
+            [ev.status, now_ms(), ev.timestamp_ms, channel, ev.session, publish],
         )
         if previous != ev.status:
             log.info("WAHA session %s status %s -> %s", ev.session, previous, ev.status)
