@@ -60,12 +60,14 @@ class RedisClusterServers:
             for node in self.nodes:
                 node.wait_ready()
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            subprocess.run(
+            created = subprocess.run(
                 [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=timeout_s,
             )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {(created.stdout + created.stderr)[-2000:]}")
             self.wait_healthy(timeout_s)
         except BaseException:
             self.cleanup()

@@ -2,7 +2,8 @@
 
 Under load many webhook requests of one process wait on Redis at once; sending their script
 calls as one pipeline costs one write and one read instead of one each (the leader/follower
-pattern: whoever finds no flush under way flushes for everyone; no extra thread).
+pattern: whoever finds no flush under way flushes for everyone; no extra thread). redis-py's cluster
+pipeline refuses scripts, so on a Redis Cluster each call goes alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+from wsm.store.connection import is_cluster
 
 
 class _Call:
@@ -33,6 +36,8 @@ class GroupCommit:
         self._flushing = False
 
     def call(self, script: Script, keys: list, args: list) -> Any:
+        if is_cluster(self.client):
+            return script(keys=keys, args=args)
         call = _Call(script, keys, args)
         with self._lock:
             self._pending.append(call)
