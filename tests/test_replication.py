@@ -67,6 +67,10 @@ def test_acknowledged_only_once_the_replica_has_it(pair, monkeypatch: pytest.Mon
     body = wp.message_event(ALICE, "tudo bem?")
     res = post(client, body)
     assert res.status_code == 503 and res.headers["Retry-After"]  # WAHA retries
+    # WAHA's retry reaches another instance (its own connection): the first try is stored on the master,
+    # yet still on no replica, so no 200 either
+    other_instance = webhook(monkeypatch, f"redis://localhost:{master.port}/0", "1")
+    assert post(other_instance, body).status_code == 503
     os.kill(replica.pid, signal.SIGCONT)
     retry = post(client, body)  # the write itself was kept: the retry finds it
     assert retry.status_code == 200 and retry.get_json()["status"] == "duplicate"

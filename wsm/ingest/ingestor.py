@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Ignored, Message, SessionStatus, WahaEvent
 
 log = logging.getLogger(__name__)
+SESSIONS_REFRESH_S = 60.0  # how often a process adds a session it serves to wsm:sessions again
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Ingestor:
         self.settings = settings
         self.scripts = Scripts(client)
         self.group = GroupCommit(client)
-        self._known_sessions: set[str] = set()
+        self._known_sessions: dict[str, float] = {}  # session -> when this process last added it
 
     def ingest(self, event: WahaEvent) -> Outcome:
         if isinstance(event, Ignored):
@@ -64,10 +66,12 @@ class Ingestor:
             return self._session_status(event)
 
     def _remember_session(self, session: str) -> None:
-        """The tick sweeps every known session; cached so it costs one SADD per process and session."""
-        if session not in self._known_sessions:
+        """The tick sweeps every known session; cached so it costs one SADD per process and session a minute
+        (repeated, so an add lost with a failed-over master comes back)."""
+        now = time.monotonic()
+        if now - self._known_sessions.get(session, -SESSIONS_REFRESH_S) >= SESSIONS_REFRESH_S:
             self.redis.sadd(keys.SESSIONS, session)
-            self._known_sessions.add(session)
+            self._known_sessions[session] = now
 
     def _write(self, script: Script, key_names: list, args: list, grouped: bool = False) -> Any:
         """Run one of the webhook's scripts; with ``WSM_REDIS_MIN_REPLICAS`` only once replicas confirm it.

@@ -5,6 +5,8 @@ with it. With ``WSM_REDIS_MIN_REPLICAS`` ≥ 1 the webhook answers 200 only afte
 many replicas have the write within ``WSM_REDIS_WAIT_TIMEOUT_MS``; otherwise it answers 503 and WAHA
 retries (the script is idempotent, so the retry is harmless). ``WAIT`` counts the writes of the
 connection it runs on, hence the pipeline; on a cluster it runs on the master owning the keys' slot.
+A retry that finds its first try stored writes nothing, yet Redis 7 makes its ``WAIT`` wait for the
+master's whole stream so far, first try included (tests/test_replication.py checks it).
 """
 
 from __future__ import annotations
