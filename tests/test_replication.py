@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from infra.platform.redis_server import RedisServer
 from infra.waha_sim import payloads as wp
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
+from wsm.store.group_commit import GroupCommit
+from wsm.store.replication import NotReplicated
 
 SOURCE = "functions/webhook/main.py"
 ALICE = "5511988887777@c.us"
@@ -84,3 +87,24 @@ def test_a_master_without_replicas_cannot_acknowledge(redis_url: str, monkeypatc
     assert "storage unavailable" in refused.get_json()["error"]
     accepted = post(webhook(monkeypatch, redis_url, "0"), wp.message_event(ALICE, "olá"))
     assert accepted.status_code == 200  # the default (0) never waits
+
+
+def test_concurrent_writes_share_one_wait_and_all_fail_without_the_replica(pair) -> None:
+    """Group commit ends its pipeline with one WAIT: every write of the batch is confirmed, or none is."""
+    master, replica = pair
+    client = redis.Redis(port=master.port, decode_responses=True)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    group = GroupCommit(client, min_replicas=1, wait_timeout_ms=300)
+
+    def write(_: int) -> object:
+        try:
+            return group.call(script, ["wsm:{default}:counter"], [])
+        except NotReplicated as e:
+            return e
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(write, range(16))) == list(range(1, 17))
+        os.kill(replica.pid, signal.SIGSTOP)
+        refused = list(pool.map(write, range(8)))
+    assert all(isinstance(r, NotReplicated) for r in refused)
+    assert client.get("wsm:{default}:counter") == "24"  # written on the master, just not confirmed

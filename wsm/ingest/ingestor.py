@@ -51,7 +51,7 @@ class Ingestor:
         self.redis = client
         self.settings = settings
         self.scripts = Scripts(client)
-        self.group = GroupCommit(client)
+        self.group = GroupCommit(client, settings.redis_min_replicas, settings.redis_wait_timeout_ms)
         self._known_sessions: dict[str, float] = {}  # session -> when this process last added it
 
     def ingest(self, event: WahaEvent) -> Outcome:
@@ -79,11 +79,11 @@ class Ingestor:
         ``grouped`` shares the round trip with concurrent requests (:mod:`wsm.store.group_commit`).
         """
         s = self.settings
+        if grouped:
+            return self.group.call(script, key_names, args)
         if s.redis_min_replicas:
             replicas, timeout_ms = s.redis_min_replicas, s.redis_wait_timeout_ms
             return execute_replicated(self.redis, script, key_names, args, replicas, timeout_ms)
-        if grouped:
-            return self.group.call(script, key_names, args)
         return script(keys=key_names, args=args)
 
     def _message(self, msg: Message) -> Outcome:
