@@ -27,7 +27,7 @@ ALICE = "5511988887777@c.us"
 
 @pytest.fixture
 def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
-    master = RedisServer(appendfsync="everysec").start()
+    master = RedisServer(appendfsync="everysec", extra_args=("--repl-diskless-sync-delay", "0")).start()
     replica = RedisServer(appendfsync="everysec", extra_args=("--replicaof", "127.0.0.1", str(master.port)))
     replica.start()
     try:
@@ -38,8 +38,7 @@ def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
             time.sleep(0.1)
         yield master, replica
     finally:
-        if replica.pid:
-            os.kill(replica.pid, signal.SIGCONT)
+        replica.kill()  # frozen or not
         replica.cleanup()
         master.cleanup()
 

@@ -47,6 +47,7 @@ class RedisClusterServers:
             options = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
             options += ("--cluster-node-timeout", str(node_timeout_ms))
             options += ("--cluster-port", str(free_port()))  # the bus port, else port + 10000 (may not exist)
+            options += ("--repl-diskless-sync-delay", "0")  # a replica (or a master back as one) syncs at once
             self.nodes.append(RedisServer(port, root / f"node{i}", appendfsync="everysec", extra_args=options))
 
     @property
