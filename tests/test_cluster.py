@@ -152,3 +152,9 @@ def test_short_chaos_run_with_a_master_failover_loses_no_acknowledged_webhook(tm
     assert report.replies_lost == 0
     assert report.order_violations == 0
     assert sum(report.kills.values()) == 4
+
+
+def test_make_local_refuses_cluster_mode_without_a_cluster(tmp_path) -> None:
+    config = local_config(tmp_path, _env(), redis_url="")  # would start its embedded, single redis-server
+    with pytest.raises(RuntimeError, match="WSM_REDIS_CLUSTER=1 needs REDIS_URL"):
+        LocalSystem(config).start()

@@ -7,6 +7,7 @@ CLI and docker-compose use the same names.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -42,9 +43,13 @@ def _bool(name: str, default: bool) -> bool:
     return raw in {"1", "true", "yes", "on"}
 
 
-def redis_cluster_enabled() -> bool:
-    """``WSM_REDIS_CLUSTER``: whether ``REDIS_URL`` names a node of a Redis Cluster (read where clients are made)."""
-    return _bool("WSM_REDIS_CLUSTER", False)
+def redis_cluster_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``WSM_REDIS_CLUSTER``: whether ``REDIS_URL`` names a node of a Redis Cluster (read where clients are made).
+
+    ``env`` instead of this process's environment: what a process about to be started will see.
+    """
+    raw = (os.environ if env is None else env).get("WSM_REDIS_CLUSTER", "").strip().lower()
+    return raw in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
