@@ -458,8 +458,9 @@ def main(worker_url: str, notifier_url: str) -> None:
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from e
+    channel = "a shard channel per session (Redis Cluster)" if settings.redis_cluster else keys.EVENTS_CHANNEL
     click.echo(
-        f"wsm-router: {settings.redacted()['redis_url']} channel {keys.EVENTS_CHANNEL}, "
+        f"wsm-router: {settings.redacted()['redis_url']} channel {channel}, "
         f"tick every {settings.tick_s:g} s, {settings.router_concurrency} concurrent deliveries"
     )
     for line in triggers.describe():
