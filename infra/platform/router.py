@@ -180,7 +180,8 @@ class Router:
         self._pool = ThreadPoolExecutor(settings.router_concurrency, thread_name_prefix="wsm-router")
         self._listener = threading.Thread(target=self._listen, name="wsm-router-pubsub", daemon=True)
         # Our own client without redis-py's silent retries: the listener notices every outage,
-        # reconnects on its own schedule and ticks after each resubscription.
+        # reconnects on its own schedule and ticks after each resubscription. On a cluster, the cluster
+        # client (its retries are how it follows a failover's new slot map).
         if settings.redis_cluster:
             self._pubsub_redis = make_client(settings.redis_url, cluster=True)
         else:
