@@ -158,7 +158,7 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
-            redis_cluster=redis_cluster_enabled(),
+            redis_cluster=_bool("WSM_REDIS_CLUSTER", False),
             redis_min_replicas=max(0, _int("WSM_REDIS_MIN_REPLICAS", 0)),
             redis_wait_timeout_ms=max(1, _int("WSM_REDIS_WAIT_TIMEOUT_MS", 1000)),
         )
