@@ -32,6 +32,9 @@ system-deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); }
 	@test -x /usr/bin/promtool || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+	@# Redis Cluster tests (tests/test_cluster.py) need redis-cli --cluster create: Debian's redis-tools.
+	@command -v redis-cli >/dev/null || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-tools; }
 
 browser-deps: system-deps
 

@@ -10,6 +10,11 @@ received, and prints one table.
 
     make chaos                                  # 5,000 messages, 500 chats, 4 slots
     python -m bench.chaos --chats 40 --messages 5  # a short run (tests/test_chaos.py runs one)
+    python -m bench.chaos --cluster --min-replicas 1  # on a 3+3 Redis Cluster, SIGKILLing a master
+
+On a Redis Cluster (``redis_cluster``) the Redis disruption is a failover instead of a restart: the
+master owning the session's slot is SIGKILLed, its replica takes over, and the old master is started
+again (it rejoins as a replica, so ``WSM_REDIS_MIN_REPLICAS=1`` can be met again).
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import redis
 import requests
 
 from infra.platform.local import LocalConfig, LocalSystem
+from infra.platform.redis_cluster import RedisClusterServers
 from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from wsm.conversation.history import read_history
 from wsm.store import keys
+from wsm.store.connection import make_client
 
 SESSION = "default"
 KILLABLE = ("worker", "notifier", "webhook", "router")
@@ -51,6 +58,8 @@ class ChaosConfig:
     restart_redis: bool = True
     drain_timeout_s: float = 300.0
     seed: int = 7
+    redis_cluster: bool = False  # run on a private 3-master + 3-replica cluster; the Redis kill is a failover
+    min_replicas: int = 0  # WSM_REDIS_MIN_REPLICAS
 
 
 @dataclass
@@ -67,6 +76,8 @@ class ChaosReport:
     deadletter_entries: int = 0
     kills: dict[str, int] = field(default_factory=dict)
     redis_restarts: int = 0
+    failovers: int = 0
+    failover_s: float = 0.0  # from the master's SIGKILL until its replica answered as master
     supervisor_restarts: int = 0
     webhook_retries: int = 0
     wall_time_s: float = 0.0
@@ -85,6 +96,7 @@ class ChaosReport:
             ("dead-letter entries", self.deadletter_entries),
             ("processes SIGKILLed", ", ".join(f"{k} {v}" for k, v in self.kills.items())),
             ("redis SIGKILLs", self.redis_restarts),
+            ("cluster failovers", f"{self.failovers} ({self.failover_s:.1f} s)" if self.failovers else 0),
             ("restarts by the supervisor", self.supervisor_restarts),
             ("webhook retries (driver)", self.webhook_retries),
             ("wall time", f"{self.wall_time_s:.1f} s"),
@@ -155,6 +167,7 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
     report = ChaosReport()
     started = time.monotonic()
     tmp = tempfile.TemporaryDirectory(prefix="wsm-chaos-")
+    cluster = RedisClusterServers(Path(tmp.name) / "cluster").start() if config.redis_cluster else None
     with WahaSimulator() as sim:
         env = {
             **os.environ,
@@ -166,6 +179,8 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
             "WSM_LEASE_MS": "3000",
             "WSM_ROUTER_MAX_ATTEMPTS": "12",
             "WAHA_TIMEOUT_S": "5",
+            "WSM_REDIS_CLUSTER": "1" if cluster else "0",
+            "WSM_REDIS_MIN_REPLICAS": str(config.min_replicas),
         }
         for name in ("REDIS_URL", "WEBHOOK_HMAC_KEY", "WEBHOOK_MAX_SKEW_S"):
             env.pop(name, None)
@@ -176,6 +191,7 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
                 worker_port=free_port(),
                 notifier_port=free_port(),
                 redis_port=free_port(),
+                redis_url=cluster.url if cluster else "",
                 data_dir=data_dir or Path(tmp.name),
                 env=env,
             )
@@ -183,7 +199,9 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
         try:
             driver = Driver(local.webhook_url, config)
             span_s = config.chats * config.messages_per_chat / config.send_rate_per_s
-            chaos = threading.Thread(target=_make_chaos, args=(local, sim, config, report, span_s, log), daemon=True)
+            chaos = threading.Thread(
+                target=_make_chaos, args=(local, sim, config, report, span_s, log, cluster), daemon=True
+            )
             chaos.start()
             with ThreadPoolExecutor(max_workers=min(config.chats, 200)) as pool:
                 t0 = time.monotonic()
@@ -191,20 +209,28 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
                 list(pool.map(driver.run_chat, range(config.chats), starts))
             log(f"driver done after {time.monotonic() - started:.1f} s; waiting for chaos and drain")
             chaos.join()
-            client = redis.Redis.from_url(local.redis_url, decode_responses=True)
+            client = make_client(local.redis_url, cluster=cluster is not None)
             _drain(client, sim, config.drain_timeout_s)
             _measure(report, client, sim, driver)
             report.supervisor_restarts = sum(local.supervisor.restarts.values())
             client.close()
         finally:
             local.stop()
+            if cluster:
+                cluster.cleanup()
             tmp.cleanup()
     report.wall_time_s = time.monotonic() - started
     return report
 
 
 def _make_chaos(
-    local: LocalSystem, sim: WahaSimulator, config: ChaosConfig, report: ChaosReport, span_s: float, log
+    local: LocalSystem,
+    sim: WahaSimulator,
+    config: ChaosConfig,
+    report: ChaosReport,
+    span_s: float,
+    log,
+    cluster: RedisClusterServers | None = None,
 ) -> None:
     """Schedule every disruption at a random moment inside the sending window, then carry them out in order."""
     plan: list[tuple[float, str]] = []
@@ -217,7 +243,9 @@ def _make_chaos(
     outage: threading.Thread | None = None
     for at, action in sorted(plan):
         time.sleep(max(0.0, t0 + at - time.monotonic()))
-        if action.startswith("kill:") or action == "redis":
+        if action == "redis" and cluster:
+            _failover(cluster, report, t0, log)
+        elif action.startswith("kill:") or action == "redis":
             name = action.split(":", 1)[-1]
             killed_at = time.monotonic()
             (local.redis_server if name == "redis" else local[name]).kill()  # type: ignore[union-attr]
@@ -233,6 +261,22 @@ def _make_chaos(
             outage.start()
     if outage:
         outage.join()
+
+
+def _failover(cluster: RedisClusterServers, report: ChaosReport, t0: float, log) -> None:
+    """SIGKILL the master of the session's slot, wait for its replica to take over, start the old one again."""
+    master = cluster.master_of(keys.SessionKeys(SESSION).ready)
+    replica = cluster.replicas_of(master)[0]
+    killed_at = time.monotonic()
+    master.kill()
+    while cluster.roles().get(replica.port) != "master" and time.monotonic() - killed_at < 60:
+        time.sleep(0.1)
+    report.failovers += 1
+    report.failover_s = time.monotonic() - killed_at
+    log(f"  t={killed_at - t0:5.1f}s SIGKILL redis master {master.port}; replica {replica.port} promoted after "
+        f"{report.failover_s:.1f} s")  # fmt: skip
+    master.start()  # rejoins as a replica of the new master
+    cluster.wait_healthy()
 
 
 def _waha_outage(sim: WahaSimulator, down_s: float, t0: float, log) -> None:
@@ -306,6 +350,8 @@ def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, drive
 @click.option("--rate", "send_rate_per_s", default=150.0, show_default=True, help="Messages per second.")
 @click.option("--waha-down-s", default=30.0, show_default=True)
 @click.option("--kills", "kills_per_process", default=2, show_default=True)
+@click.option("--cluster", "redis_cluster", is_flag=True, help="On a 3+3 Redis Cluster, with a master failover.")
+@click.option("--min-replicas", default=0, show_default=True, help="WSM_REDIS_MIN_REPLICAS.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default="bench/results/chaos.json", show_default=True)
 def main(json_out: str, **options: object) -> None:
     """Run the chaos test and print the table."""

@@ -1,7 +1,7 @@
 """``make bench``: every figure of the performance issue, measured side by side in one run, in one table.
 
     python -m bench.run                 # everything (under 10 minutes on a 2-core machine)
-    python -m bench.run --only a        # one part: a ingest, b end to end, c queue, d memory, e scaling, f scheduling
+    python -m bench.run --only a        # one part: a ingest, b e2e, c queue, d memory, e scaling, f scheduling, g WAIT
     python -m bench.run --only c.notifier --only d --quick   # sub-parts, and a fast smoke run
 
 The table goes to stdout and, with every raw figure, to ``bench/results/latest.json``.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import click
 
-from bench import attendants, ingest, latency, memory, queue_scale, schedule
+from bench import attendants, ingest, latency, memory, queue_scale, replication, schedule
 from bench.loadgen import find_wrk, wrk_version
 from bench.plan import Plan
 from bench.recorder import RecorderClient, recorder
@@ -42,6 +42,7 @@ PARTS = {
     "d": "memory",
     "e": "attendant scaling",
     "f": "scheduling",
+    "g": "replication: WAIT's cost",
 }
 CONDITIONS = {
     "a": ingest.conditions,
@@ -50,6 +51,7 @@ CONDITIONS = {
     "d": memory.conditions,
     "e": attendants.conditions,
     "f": schedule.conditions,
+    "g": replication.conditions,
 }
 E2E_SLOTS = "512"  # more than (b)'s chats plus (e)'s, so nobody queues
 
@@ -118,7 +120,7 @@ class Run:
         self.log(f"({name}) done in {self.timings_s[name]} s")
 
     def go(self) -> None:
-        if "a" in self.chosen or "c" in self.chosen:
+        if "a" in self.chosen or "c" in self.chosen or "g" in self.chosen:
             find_wrk()
         with ExitStack() as stack:
             waha = stack.enter_context(recorder(log_path("recorder")))
@@ -137,6 +139,8 @@ class Run:
                 self.part("d", lambda: memory.run(self.plan, waha))
             if "f" in self.chosen:
                 self.part("f", lambda: schedule.run(self.plan))
+            if "g" in self.chosen:
+                self.part("g", lambda: replication.run(self.plan))
 
     @contextmanager
     def _system(self, waha: RecorderClient) -> Iterator:
@@ -147,7 +151,7 @@ class Run:
 
 
 @click.command()
-@click.option("--only", multiple=True, help="Parts to run: a b c d e f, or c.ingest c.admission c.notifier.")
+@click.option("--only", multiple=True, help="Parts to run: a b c d e f g, or c.ingest c.admission c.notifier.")
 @click.option("--quick", is_flag=True, help="A fast smoke run: tiny sizes and durations; figures mean little.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default="bench/results/latest.json", show_default=True)
 def main(only: tuple[str, ...], quick: bool, json_out: str) -> None:

@@ -32,7 +32,7 @@ from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
 from infra.platform.triggers import NOTIFIER, WORKER
 from wsm.conversation.flow import load_flow
-from wsm.core.settings import redact_url
+from wsm.core.settings import redact_url, redis_cluster_enabled
 from wsm.metrics import multiproc_dir
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class LocalSystem:
     def start(self) -> LocalSystem:
         """Start everything, then supervise it; on any failure stop what was started and raise."""
         embedded = self._embedded_redis_needed()
+        if embedded and redis_cluster_enabled(self.config.env):
+            raise RuntimeError("WSM_REDIS_CLUSTER=1 needs REDIS_URL naming a reachable node of a Redis Cluster")
         busy = busy_ports(self._ports(embedded))
         if busy:
             raise PortsInUse("; ".join(busy))

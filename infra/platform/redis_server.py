@@ -86,6 +86,7 @@ class RedisServer:
         appendfsync: str = "always",
         password: str | None = None,
         tls: TlsFiles | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="wsm-redis-")
@@ -95,6 +96,7 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.password = password
         self.tls = tls
+        self.extra_args = extra_args  # more redis-server options, e.g. --cluster-enabled yes
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,6 +125,7 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--logfile", str(self.log_path),
         ]  # fmt: skip
+        args += self.extra_args
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls:

@@ -11,6 +11,12 @@ doorbells (the Redis keys are the truth), which is what makes two shortcuts safe
   every pending key;
 - **lossy reconnects**: events published while Redis was unreachable are lost,
   and the tick sent on every (re)subscription covers them.
+
+On a Redis Cluster (``WSM_REDIS_CLUSTER=1``) events travel on one shard channel per session
+(:mod:`wsm.store.doorbells`): the router learns sessions from ``wsm:sessions``, SSUBSCRIBEs to each
+new one (and ticks it, covering what came before), and sends ticks per session, so no single run
+walks every session. A failover or slot move breaks the subscription: it is rebuilt from the new
+slot map, with a tick, exactly like a reconnect.
 """
 
 from __future__ import annotations
@@ -47,13 +53,15 @@ from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
 from wsm.delivery.deadletter import EVENT, write_dead_letter
 from wsm.store import keys
-from wsm.store.connection import get_redis
+from wsm.store.connection import get_redis, make_client
 from wsm.store.events import TICK, WakeUp
 
 log = logging.getLogger(__name__)
 
 ROUTER_SOURCE = "/wsm/router"
 POLL_S = 0.2  # how often the subscriber checks for stop() between messages
+SHARD_POLL_S = 0.05  # per node on a cluster: the subscriber polls each master's connection in turn
+SESSIONS_REFRESH_S = 1.0  # on a cluster, how often the router looks for new sessions to subscribe to
 
 
 def to_cloudevent(event: WakeUp) -> CloudEvent:
@@ -172,15 +180,20 @@ class Router:
         self._pool = ThreadPoolExecutor(settings.router_concurrency, thread_name_prefix="wsm-router")
         self._listener = threading.Thread(target=self._listen, name="wsm-router-pubsub", daemon=True)
         # Our own client without redis-py's silent retries: the listener notices every outage,
-        # reconnects on its own schedule and ticks after each resubscription.
-        self._pubsub_redis = redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_keepalive=True,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # reconnects on its own schedule and ticks after each resubscription. On a cluster, the cluster
+        # client (its retries are how it follows a failover's new slot map).
+        if settings.redis_cluster:
+            self._pubsub_redis = make_client(settings.redis_url, cluster=True)
+        else:
+            self._pubsub_redis = redis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_connect_timeout=2,
+                socket_keepalive=True,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 0),
+            )
+        self._sessions: set[str] = set()  # on a cluster: sessions whose shard channel we subscribed to
 
     # -- lifecycle
 
@@ -237,8 +250,14 @@ class Router:
             self._offer(target, event)
 
     def tick(self) -> None:
-        """Send a tick to its subscribers now (not through Redis)."""
-        self.route(WakeUp(TICK))
+        """Send a tick to its subscribers now (not through Redis); on a cluster one per known session."""
+        if not self.settings.redis_cluster:
+            self.route(WakeUp(TICK))
+            return
+        with self._lock:
+            sessions = sorted(self._sessions)
+        for session in sessions:
+            self.route(WakeUp(TICK, session))
 
     def _periodic_tick(self) -> None:
         self.tick()
@@ -301,7 +320,8 @@ class Router:
         event = delivery.event
         try:
             write_dead_letter(
-                get_redis(self.settings.redis_url), EVENT, reason, self.settings.deadletter_max,
+                get_redis(self.settings.redis_url, self.settings.redis_cluster), EVENT, reason,
+                self.settings.deadletter_max,
                 type=event.type, session=event.session, chat=event.chat, target=delivery.target.name,
                 attempts=delivery.attempt,
             )  # fmt: skip
@@ -331,19 +351,27 @@ class Router:
         """Subscribe, route messages, and on connection loss retry with backoff until stop()."""
         outage_started: float | None = None
         failures = 0
+
+        def recovered() -> None:
+            nonlocal outage_started, failures
+            if outage_started is not None:
+                log.warning("redis back after %.1f s; resubscribed", time.monotonic() - outage_started)
+            outage_started, failures = None, 0
+            self._subscribed.set()
+
         while not self._stopping.is_set():
             pubsub = self._pubsub_redis.pubsub()
             try:
+                if self.settings.redis_cluster:
+                    self._listen_sharded(pubsub, recovered, refresh=failures > 0)
+                    continue
                 pubsub.subscribe(keys.EVENTS_CHANNEL)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=POLL_S)
                     if message is None:
                         continue
                     if message["type"] == "subscribe":
-                        if outage_started is not None:
-                            log.warning("redis back after %.1f s; resubscribed", time.monotonic() - outage_started)
-                        outage_started, failures = None, 0
-                        self._subscribed.set()
+                        recovered()
                         self.tick()  # covers whatever was published while we did not listen
                     elif message["type"] == "message":
                         self._on_message(message["data"])
@@ -357,6 +385,37 @@ class Router:
             finally:
                 pubsub.close()
         self._subscribed.clear()
+
+    def _listen_sharded(self, pubsub: redis.client.PubSub, recovered: Callable[[], None], refresh: bool) -> None:
+        """The cluster's loop: SSUBSCRIBE each session's channel as sessions appear; raises on any breakage."""
+        cluster: redis.RedisCluster = self._pubsub_redis  # type: ignore[assignment]
+        if refresh:
+            cluster.nodes_manager.initialize()  # a failover may have moved slots: read the new map
+        subscribed: set[str] = set()
+        next_refresh = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_refresh:
+                new = set(cluster.smembers(keys.SESSIONS)) - subscribed
+                if new:
+                    pubsub.ssubscribe(*(keys.SessionKeys(s).events for s in sorted(new)))  # type: ignore[attr-defined]
+                    subscribed |= new
+                    with self._lock:
+                        self._sessions |= new
+                    for session in sorted(new):  # covers what was published before we listened
+                        self.route(WakeUp(TICK, session))
+                if not self._subscribed.is_set():
+                    recovered()
+                next_refresh = time.monotonic() + SESSIONS_REFRESH_S
+            if not subscribed:
+                self._stopping.wait(POLL_S)
+                continue
+            message = pubsub.get_sharded_message(timeout=SHARD_POLL_S)  # type: ignore[attr-defined]
+            if message is None:
+                continue
+            if message["type"] == "smessage":
+                self._on_message(message["data"])
+            elif message["type"] == "sunsubscribe":  # the node gave the slot away (failover, resharding)
+                raise redis.ConnectionError("shard channel moved")
 
     def _on_message(self, raw: str) -> None:
         try:
@@ -400,8 +459,9 @@ def main(worker_url: str, notifier_url: str) -> None:
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from e
+    channel = "a shard channel per session (Redis Cluster)" if settings.redis_cluster else keys.EVENTS_CHANNEL
     click.echo(
-        f"wsm-router: {settings.redacted()['redis_url']} channel {keys.EVENTS_CHANNEL}, "
+        f"wsm-router: {settings.redacted()['redis_url']} channel {channel}, "
         f"tick every {settings.tick_s:g} s, {settings.router_concurrency} concurrent deliveries"
     )
     for line in triggers.describe():

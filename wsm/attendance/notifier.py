@@ -20,6 +20,7 @@ from wsm.core.clock import now_ms
 from wsm.schedule.caldav_push import CalendarPush
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
+from wsm.store.doorbells import ring
 from wsm.store.events import MESSAGE_RECEIVED, TICK, WakeUp
 from wsm.store.turn import Turn
 
@@ -76,8 +77,7 @@ class Notifier(Handler):
             # What the worker has looked at; only a lease holder changes it, and we hold the lease.
             examined = int(snap.state.get("inbox_seen") or 0)
             if store.release(examined):  # messages it has not seen: wake the worker for this chat
-                wake = WakeUp(MESSAGE_RECEIVED, sk.session, chat_id)
-                self.redis.publish(keys.EVENTS_CHANNEL, wake.to_json())
+                ring(self.redis, WakeUp(MESSAGE_RECEIVED, sk.session, chat_id))
         return told
 
     def _tell_if_due(self, store: ChatStore, avg_handle_ms: float) -> bool:

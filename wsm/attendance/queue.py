@@ -14,6 +14,7 @@ from wsm.core.clock import now_ms
 from wsm.core.status import ChatStatus
 from wsm.metrics import record as metrics
 from wsm.store import keys
+from wsm.store.doorbells import doorbell
 from wsm.store.scripts import Scripts
 
 DEFAULT_HANDLE_MS = 180_000  # assumed conversation length until real ones are measured
@@ -26,12 +27,13 @@ def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, m
     pipe.zrange(sk.queue, 0, max_active - 1)
     active, heads = pipe.execute()
     admitted: list[str] = []
+    channel, publish = doorbell(client, sk.session)
     for chat in heads[: max(0, max_active - active)]:  # one attempt per free slot; a lost race just stops early
         ck = sk.chat(chat)
         now = now_ms()
         result = scripts.admit_next(
             keys=[sk.active, sk.queue, sk.notify_due, ck.notify, ck.state, sk.ready],
-            args=[chat, max_active, now, keys.EVENTS_CHANNEL, sk.session, ChatStatus.ACTIVE],
+            args=[chat, max_active, now, channel, sk.session, ChatStatus.ACTIVE, publish],
         )
         if not isinstance(result, list):  # "full" or "moved"
             break

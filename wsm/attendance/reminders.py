@@ -30,6 +30,7 @@ from wsm.schedule.errors import BookingError
 from wsm.schedule.model import AppointmentStatus
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
+from wsm.store.doorbells import ring
 from wsm.store.events import MESSAGE_RECEIVED, WakeUp
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
@@ -142,7 +143,7 @@ class Reminders:
             self.sender.deliver(store)
         finally:
             if store.release(int(snap.state.get("inbox_seen") or 0)):
-                self.redis.publish(keys.EVENTS_CHANNEL, WakeUp(MESSAGE_RECEIVED, sk.session, chat).to_json())
+                ring(self.redis, WakeUp(MESSAGE_RECEIVED, sk.session, chat))
         if queued:
             log.info("%s sent to %s", kind, mask_chat(chat, self.settings.mask_phones))
         return int(queued)

@@ -7,6 +7,7 @@ CLI and docker-compose use the same names.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -39,6 +40,15 @@ def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
         return default
+    return raw in {"1", "true", "yes", "on"}
+
+
+def redis_cluster_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``WSM_REDIS_CLUSTER``: whether ``REDIS_URL`` names a node of a Redis Cluster (read where clients are made).
+
+    ``env`` instead of this process's environment: what a process about to be started will see.
+    """
+    raw = (os.environ if env is None else env).get("WSM_REDIS_CLUSTER", "").strip().lower()
     return raw in {"1", "true", "yes", "on"}
 
 
@@ -96,6 +106,10 @@ class Settings:
     lid_lookup_timeout_s: float = 0.5
     lid_negative_ttl_s: int = 60
     lid_cache_ttl_s: int = 30 * 86400
+    # Redis Cluster and replication (issue 14 part 1; see README "Redis Cluster")
+    redis_cluster: bool = False
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -152,6 +166,9 @@ class Settings:
             lid_lookup_timeout_s=max(0.05, _float("WSM_LID_LOOKUP_TIMEOUT_S", 0.5)),
             lid_negative_ttl_s=max(1, _int("WSM_LID_NEGATIVE_TTL_S", 60)),
             lid_cache_ttl_s=max(60, _int("WSM_LID_CACHE_TTL_S", 30 * 86400)),
+            redis_cluster=_bool("WSM_REDIS_CLUSTER", False),
+            redis_min_replicas=max(0, _int("WSM_REDIS_MIN_REPLICAS", 0)),
+            redis_wait_timeout_ms=max(1, _int("WSM_REDIS_WAIT_TIMEOUT_MS", 1000)),
         )
 
     def redacted(self) -> dict[str, object]:

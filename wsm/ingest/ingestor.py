@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import flask
 import redis
+from redis.commands.core import Script
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
@@ -20,11 +22,14 @@ from wsm.ingest.lid import LidResolver
 from wsm.metrics import record as metrics
 from wsm.store import keys
 from wsm.store.connection import redis_errors
+from wsm.store.doorbells import doorbell
 from wsm.store.group_commit import GroupCommit
+from wsm.store.replication import execute_replicated
 from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Ignored, Message, SessionStatus, WahaEvent
 
 log = logging.getLogger(__name__)
+SESSIONS_REFRESH_S = 60.0  # how often a process adds a session it serves to wsm:sessions again
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,9 @@ class Ingestor:
         self.redis = client
         self.settings = settings
         self.scripts = Scripts(client)
-        self.group = GroupCommit(client)
+        self.group = GroupCommit(client, settings.redis_min_replicas, settings.redis_wait_timeout_ms)
         self.lids = LidResolver(client, self.scripts, settings)  # @lid -> phone chat, when known (no WAHA call)
-        self._known_sessions: set[str] = set()
+        self._known_sessions: dict[str, float] = {}  # session -> when this process last added it
 
     def ingest(self, event: WahaEvent) -> Outcome:
         if isinstance(event, Ignored):
@@ -63,10 +68,25 @@ class Ingestor:
             return self._session_status(event)
 
     def _remember_session(self, session: str) -> None:
-        """The tick sweeps every known session; cached so it costs one SADD per process and session."""
-        if session not in self._known_sessions:
+        """The tick sweeps every known session; cached so it costs one SADD per process and session a minute
+        (repeated, so an add lost with a failed-over master comes back)."""
+        now = time.monotonic()
+        if now - self._known_sessions.get(session, -SESSIONS_REFRESH_S) >= SESSIONS_REFRESH_S:
             self.redis.sadd(keys.SESSIONS, session)
-            self._known_sessions.add(session)
+            self._known_sessions[session] = now
+
+    def _write(self, script: Script, key_names: list, args: list, grouped: bool = False) -> Any:
+        """Run one of the webhook's scripts; with ``WSM_REDIS_MIN_REPLICAS`` only once replicas confirm it.
+
+        ``grouped`` shares the round trip with concurrent requests (:mod:`wsm.store.group_commit`).
+        """
+        s = self.settings
+        if grouped:
+            return self.group.call(script, key_names, args)
+        if s.redis_min_replicas:
+            replicas, timeout_ms = s.redis_min_replicas, s.redis_wait_timeout_ms
+            return execute_replicated(self.redis, script, key_names, args, replicas, timeout_ms)
+        return script(keys=key_names, args=args)
 
     def _message(self, msg: Message) -> Outcome:
         sk = keys.SessionKeys(msg.session)
@@ -74,7 +94,8 @@ class Ingestor:
         s = self.settings
         now = now_ms()
         record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
-        result = self.group.call(
+        channel, publish = doorbell(self.redis, msg.session)
+        result = self._write(
             self.scripts.ingest_message,
             [
                 sk.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, sk.ready,
@@ -82,10 +103,11 @@ class Ingestor:
             ],
             [
                 msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
-                s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
+                s.max_active, msg.chat_id, msg.session, channel, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
-                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, publish,
             ],
+            grouped=True,
         )  # fmt: skip
         verdict = result[0]
         if verdict == "duplicate":
@@ -102,16 +124,19 @@ class Ingestor:
 
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)
-        result = self.scripts.apply_ack(
-            keys=[sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
-            args=[ack.message_id, ack.ack, ack.ack_name, now_ms()],
+        result = self._write(
+            self.scripts.apply_ack,
+            [sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
+            [ack.message_id, ack.ack, ack.ack_name, now_ms()],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 
     def _session_status(self, ev: SessionStatus) -> Outcome:
-        previous = self.scripts.session_status(
-            keys=[keys.SessionKeys(ev.session).status],
-            args=[ev.status, now_ms(), ev.timestamp_ms, keys.EVENTS_CHANNEL, ev.session],
+        channel, publish = doorbell(self.redis, ev.session)
+        previous = self._write(
+            self.scripts.session_status,
+            [keys.SessionKeys(ev.session).status],
+            [ev.status, now_ms(), ev.timestamp_ms, channel, ev.session, publish],
         )
         if previous != ev.status:
             log.info("WAHA session %s status %s -> %s", ev.session, previous, ev.status)

@@ -34,6 +34,7 @@ from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus
 from wsm.store import keys
+from wsm.store.doorbells import doorbell
 from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Message
 from wsm.waha.lid import LidLookup, is_lid, phone_chat
@@ -97,6 +98,7 @@ class LidResolver:
         """Record lid → phone and move the @lid chat into the phone chat (atomic, idempotent); records moved."""
         sk, sch, s = keys.SessionKeys(session), keys.ScheduleKeys(session), self.settings
         old, new = sk.chat(lid), sk.chat(phone)
+        channel, publish = doorbell(self.redis, session)
         result = self.scripts.merge_chat(
             keys=[
                 sk.lid(lid),
@@ -107,7 +109,7 @@ class LidResolver:
             ],
             args=[
                 lid, phone, s.lid_cache_ttl_s, now_ms(), s.history_max, s.inbox_max, s.state_retention_s, session,
-                keys.EVENTS_CHANNEL, sch.prefix, ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF,
+                channel, sch.prefix, ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, publish,
             ],
         )  # fmt: skip
         self._remember(session, lid, phone)

@@ -33,6 +33,7 @@ from wsm.core.errors import WsmError
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, ended_status
 from wsm.store import keys
+from wsm.store.doorbells import doorbell
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
 
@@ -142,6 +143,7 @@ class ChatStore:
         then_key, then_member, then_score = then or (self.sk.notify_due, "", 0)
         replies = [self._record(r) for r in turn.records]
         replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms)] if turn.text else []
+        channel, publish = doorbell(self.redis, self.session)
         result = self.scripts.commit_turn(
             keys=[
                 self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
@@ -150,10 +152,11 @@ class ChatStore:
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
-                s.state_retention_s, turn.end or "", self.chat_id, self.session, keys.EVENTS_CHANNEL,
+                s.state_retention_s, turn.end or "", self.chat_id, self.session, channel,
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
                 uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
                 ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING, due_member, then_member, then_score,
+                publish,
             ],
         )  # fmt: skip
         return result == "ok"

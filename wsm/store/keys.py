@@ -74,7 +74,9 @@ The CalDAV push (:class:`CalendarKeys`, prefix ``wsm:{S}:calendar:``; it drains 
 | ``calendar:lock`` | string | token of the one process pushing this session | CalDAV push | 60 s (``LOCK_MS`` in caldav_push.py) |
 
 Pub/Sub channel ``wsm:events`` carries small JSON wake-up events
-(see :mod:`wsm.store.events`); the keys above stay the truth.
+(see :mod:`wsm.store.events`); the keys above stay the truth. On a Redis Cluster each session has
+its own shard channel ``wsm:{S}:events`` instead (SPUBLISH, in the session's slot; see
+:mod:`wsm.store.doorbells`).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class SessionKeys:
         self.sweep_cursor = f"{tag}:sweep:cursor"
         self.status = f"{tag}:session"
         self.offers_sent = f"{tag}:waitlist:sent"  # waitlist offers sent, awaiting an answer (see reminders)
+        self.events = f"{tag}:events"  # shard channel of the session's wake-up events on a Redis Cluster
 
     def seen(self, message_id: str) -> str:
         return f"{self.tag}:seen:{message_id}"

@@ -25,6 +25,7 @@
 --          cancelled or moved, or another sender took it), nothing is done and "gone" is returned;
 --          else it is removed in this same step, so the reply is queued exactly once
 -- ARGV[21] member to add to KEYS[15] ("" for none)   ARGV[22] its score
+-- ARGV[23] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[11] is then the session's shard channel)
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
 -- Returns "ok" | "lost_lease" | "gone"
@@ -107,7 +108,7 @@ if reason ~= '' then
       redis.call('HSET', KEYS[3], 'status', WAITING, 'queued_ms', now)
     end
   end
-  redis.call('PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
+  redis.call(ARGV[23] or 'PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
 end
 redis.call('EXPIRE', KEYS[3], retention)
 return 'ok'

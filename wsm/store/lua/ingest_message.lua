@@ -18,6 +18,7 @@
 -- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
 -- ARGV[14] "1" when this outbound message was typed on the phone (WAHA source "app"), else "0"
 -- ARGV[15..17] chat statuses active, waiting, handoff   ARGV[18] end reason handoff  (wsm.core.status)
+-- ARGV[19] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[10] is then the session's shard channel)
 -- An outbound message typed on the phone means a human took over the chat: the bot
 -- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
@@ -56,7 +57,7 @@ if ARGV[3] == 'out' then
     local freed = redis.call('ZREM', KEYS[7], chat) + redis.call('ZREM', KEYS[8], chat)
     redis.call('ZREM', KEYS[10], chat)
     if freed > 0 then
-      redis.call('PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
+      redis.call(ARGV[19] or 'PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
     end
   end
   redis.call('EXPIRE', KEYS[5], retention)
@@ -95,5 +96,5 @@ else
   event = 'queue.changed'
 end
 
-redis.call('PUBLISH', ARGV[10], cjson.encode({type = event, session = ARGV[9], chat = chat}))
+redis.call(ARGV[19] or 'PUBLISH', ARGV[10], cjson.encode({type = event, session = ARGV[9], chat = chat}))
 return {'accepted', status, position}

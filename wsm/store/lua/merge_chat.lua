@@ -16,6 +16,7 @@
 -- ARGV[1] @lid chat id  ARGV[2] phone chat id  ARGV[3] mapping ttl (s)  ARGV[4] now (ms)
 -- ARGV[5] history max  ARGV[6] inbox max  ARGV[7] state retention (s)  ARGV[8] session  ARGV[9] events channel
 -- ARGV[10] sched key prefix (apt:<id> hangs off it)  ARGV[11..13] chat statuses active, waiting, handoff
+-- ARGV[14] publish command (PUBLISH, or SPUBLISH on a cluster)
 -- Returns {"merged", history records moved} | {"nothing", 0}
 
 local LID, PN, NOW = ARGV[1], ARGV[2], tonumber(ARGV[4])
@@ -177,11 +178,11 @@ else
   redis.call('ZREM', DUE, PN)
 end
 if l_act or l_q or (p_act and status ~= ACTIVE) or (p_q and status ~= WAITING) then
-  redis.call('PUBLISH', ARGV[9], cjson.encode({type = 'queue.changed', session = ARGV[8], chat = PN}))
+  redis.call(ARGV[14] or 'PUBLISH', ARGV[9], cjson.encode({type = 'queue.changed', session = ARGV[8], chat = PN}))
 end
 if redis.call('LLEN', C.inbox) > 0 or redis.call('LLEN', C.outbox) > 0 then
   redis.call('SADD', READY, PN)
-  redis.call('PUBLISH', ARGV[9], cjson.encode({type = 'message.received', session = ARGV[8], chat = PN}))
+  redis.call(ARGV[14] or 'PUBLISH', ARGV[9], cjson.encode({type = 'message.received', session = ARGV[8], chat = PN}))
 end
 
 -- what the notifier remembers (last told position, send times): the phone chat's own when it has one
