@@ -18,15 +18,17 @@ from wsm.conversation.booking import BookingTalk
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import Flow, FlowError, load_flow
 from wsm.core.errors import BadEvent
+from wsm.core.sessions import named_sessions
 from wsm.core.settings import Settings, get_settings
 from wsm.delivery.outbox import Sender
+from wsm.providers.base import Outbound
+from wsm.providers.outbound import client_for
 from wsm.schedule.book import Book
 from wsm.schedule.config import Schedule, load_schedule
 from wsm.store import keys
 from wsm.store.connection import get_redis, redis_errors
 from wsm.store.events import WakeUp
 from wsm.store.scripts import Scripts
-from wsm.waha.client import WahaClient
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Handler:
         self,
         client: redis.Redis,
         settings: Settings,
-        waha: WahaClient,
+        waha: Outbound,
         engine: Engine,
         schedule: Schedule | None = None,
     ) -> None:
@@ -52,6 +54,7 @@ class Handler:
         self.schedule = schedule
         self._books: dict[str, tuple[Book, Engine]] = {}
         self._llm: LlmClient | None = None
+        self._per_session: dict[str, Handler] = {}
 
     def book(self, session: str) -> Book | None:
         """The session's appointment book (None when the flow does not book)."""
@@ -83,6 +86,29 @@ class Handler:
     def on_event(self, event: WakeUp) -> Any:
         raise NotImplementedError
 
+    def for_session(self, session: str) -> Handler:
+        """The handler of one WhatsApp number: its own flow, schedule, slots and provider (``WSM_SESSIONS_FILE``)."""
+        settings = self.settings.for_session(session)
+        if settings is self.settings:
+            return self
+        found = self._per_session.get(session)
+        if found is None:
+            flow = load_flow(settings.flow_file or None)
+            schedule = schedule_for(flow, settings.schedule_file)
+            found = type(self)(self.redis, settings, client_for(settings), Engine(flow), schedule)
+            self._per_session[session] = found
+        return found
+
+    def dispatch(self, event: WakeUp) -> None:
+        """Hand the event to each session's handler; without a sessions file, this handler does it all as before."""
+        if not self.settings.sessions_file:
+            self.on_event(event)
+        elif event.session:
+            self.for_session(event.session).on_event(event)
+        else:  # a tick: every session, each by its own settings
+            for session in sorted(set(self.sessions(event)) | set(named_sessions(self.settings))):
+                self.for_session(session).on_event(WakeUp(event.type, session))
+
     def sessions(self, event: WakeUp) -> list[str]:
         """The event's session, or every known session for a tick."""
         return [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
@@ -93,7 +119,7 @@ class Handler:
         key = (cls, os.getpid(), id(settings))
         found = cls._instances.get(key)
         if found is None:
-            waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
+            waha = client_for(settings)
             flow = load_flow(settings.flow_file)
             schedule = schedule_for(flow, settings.schedule_file)
             found = cls._instances[key] = cls(get_redis(settings.redis_url), settings, waha, Engine(flow), schedule)
@@ -112,7 +138,7 @@ class Handler:
             log.warning("%s: acknowledged and dropped a malformed event: %s", cls.__name__, e)
             return
         with redis_errors():
-            cls.for_process().on_event(event)
+            cls.for_process().dispatch(event)
 
 
 def schedule_for(flow: Flow, path: str) -> Schedule | None:

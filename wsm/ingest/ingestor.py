@@ -102,7 +102,7 @@ class Ingestor:
         sk = keys.SessionKeys(ack.session)
         result = self.scripts.apply_ack(
             keys=[sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
-            args=[ack.message_id, ack.ack, ack.ack_name, now_ms()],
+            args=[ack.message_id, ack.ack, ack.ack_name, now_ms(), "1" if ack.unordered else "0", ack.error],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 

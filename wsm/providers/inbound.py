@@ -1,0 +1,107 @@
+"""Webhook routing by provider, framework-neutral: (method, path, query, headers, raw body) -> (status, headers, body).
+
+The path's last part picks the provider (``/cloud``, ``/evolution``, ``/waha``); any other path is the
+provider of ``WSM_PROVIDER``. WAHA requests stay with :mod:`wsm.ingest.http` exactly as before; the Cloud
+API and Evolution are answered here: verify first (Meta's GET handshake, X-Hub-Signature-256 over the raw
+bytes; Evolution's apikey), then parse, then store every event of the body before answering 200 (a Redis
+failure answers 503 and the provider retries the whole body; what was stored is a duplicate then).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wsm.core.errors import BadRequest, RedisUnavailable
+from wsm.core.settings import Settings
+from wsm.ingest.ingestor import Ingestor, Outcome
+from wsm.metrics import record
+from wsm.providers import cloud, evolution
+from wsm.providers.base import CLOUD, EVOLUTION, WAHA
+from wsm.store.connection import get_redis
+from wsm.waha.event import Ignored, WahaEvent, parse_body
+
+log = logging.getLogger(__name__)
+Reply = tuple[int, dict[str, str], bytes]
+JSON = {"Content-Type": "application/json"}
+SUFFIXES = {"cloud": CLOUD, "evolution": EVOLUTION, "waha": WAHA}
+
+_ingestors: dict[int, tuple[Settings, Ingestor]] = {}
+
+
+def provider_for_path(path: str, settings: Settings) -> str:
+    """``/…/cloud`` -> cloud, ``/…/evolution`` -> evolution, ``/…/waha`` -> waha, else ``WSM_PROVIDER``."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return SUFFIXES.get(last, settings.provider)
+
+
+def handle(
+    provider: str, method: str, query: Mapping[str, str], headers: Mapping[str, str], raw: bytes, settings: Settings
+) -> Reply:
+    """Answer a Cloud API or Evolution webhook request (``raw`` is the body as read, size limits applied)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    name = provider
+    try:
+        if provider == CLOUD:
+            if method == "GET":
+                status, text = cloud.verify_subscription(query, settings.meta_verify_token)
+                record.webhook_event("cloud.verify", "accepted" if status == 200 else "refused_403")
+                return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+            _allow_post(method, "the Cloud API's webhook answers GET (verification) and POST")
+            if settings.meta_app_secret:
+                cloud.verify_signature(raw, lower.get("x-hub-signature-256"), settings.meta_app_secret)
+            events = cloud.parse(parse_body(raw), settings)
+        elif provider == EVOLUTION:
+            _allow_post(method, "Evolution webhooks are POSTed")
+            body = parse_body(raw)
+            name = "evolution." + evolution.event_name(body)[:40]
+            session = evolution.session_of(evolution.instance_of(body), settings)
+            if session is None:
+                events = [Ignored("instance is not one of ours")]
+            else:
+                key = settings.for_session(session).evolution_api_key
+                if key:
+                    evolution.verify(body, lower, key)
+                events = evolution.parse(body, session)
+        else:
+            raise BadRequest(f"no such provider: {provider!r}", status=404)
+        outcomes = [_ingest(event, settings) for event in events]
+    except BadRequest as e:
+        log.info("%s webhook refused %s: %s", provider, e.status, e)
+        record.webhook_event(name, f"refused_{e.status}")
+        extra = {"Allow": "GET, POST" if provider == CLOUD else "POST"} if e.status == 405 else {}
+        return e.status, {**JSON, **extra}, _json({"error": str(e)})
+    except RedisUnavailable as e:
+        log.warning("redis unavailable, asking %s to retry: %s", provider, e)
+        record.webhook_event(name, "unavailable")
+        return 503, {**JSON, "Retry-After": "2"}, _json({"error": "storage unavailable, retry later"})
+    for outcome in outcomes:
+        record.webhook_event(name, outcome.status)
+    return 200, dict(JSON), _json({"status": "ok", "events": [{"status": o.status, **o.details} for o in outcomes]})
+
+
+def _allow_post(method: str, message: str) -> None:
+    if method != "POST":
+        raise BadRequest(f"method not allowed; {message}", status=405)
+
+
+def _ingest(event: WahaEvent, settings: Settings) -> Outcome:
+    if isinstance(event, Ignored):
+        return Outcome("ignored", {"reason": event.reason})
+    return ingestor(settings.for_session(event.session)).ingest(event)
+
+
+def ingestor(settings: Settings) -> Ingestor:
+    """One Ingestor per (session) settings object, kept for the process."""
+    found = _ingestors.get(id(settings))
+    if found is None or found[0] is not settings:  # an id is reused once its settings are gone (tests)
+        if len(_ingestors) > 256:
+            _ingestors.clear()
+        found = _ingestors[id(settings)] = (settings, Ingestor(get_redis(settings.redis_url), settings))
+    return found[1]
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
