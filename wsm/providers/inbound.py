@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from wsm.core.errors import BadRequest, RedisUnavailable
@@ -28,7 +29,7 @@ Reply = tuple[int, dict[str, str], bytes]
 JSON = {"Content-Type": "application/json"}
 SUFFIXES = {"cloud": CLOUD, "evolution": EVOLUTION, "waha": WAHA}
 
-_ingestors: dict[int, tuple[Settings, Ingestor]] = {}
+_ingestors: dict[tuple[int, str], tuple[Settings, Ingestor]] = {}
 
 
 def provider_for_path(path: str, settings: Settings) -> str:
@@ -67,7 +68,7 @@ def handle(
                 events = evolution.parse(body, session)
         else:
             raise BadRequest(f"no such provider: {provider!r}", status=404)
-        outcomes = [_ingest(event, settings) for event in events]
+        outcomes = [_ingest(event, settings, provider) for event in events]
     except BadRequest as e:
         log.info("%s webhook refused %s: %s", provider, e.status, e)
         record.webhook_event(name, f"refused_{e.status}")
@@ -87,19 +88,26 @@ def _allow_post(method: str, message: str) -> None:
         raise BadRequest(f"method not allowed; {message}", status=405)
 
 
-def _ingest(event: WahaEvent, settings: Settings) -> Outcome:
+def _ingest(event: WahaEvent, settings: Settings, provider: str) -> Outcome:
     if isinstance(event, Ignored):
         return Outcome("ignored", {"reason": event.reason})
-    return ingestor(settings.for_session(event.session)).ingest(event)
+    return ingestor(settings.for_session(event.session), provider).ingest(event)
 
 
-def ingestor(settings: Settings) -> Ingestor:
-    """One Ingestor per (session) settings object, kept for the process."""
-    found = _ingestors.get(id(settings))
+def ingestor(settings: Settings, provider: str) -> Ingestor:
+    """One Ingestor per (session) settings object and provider, kept for the process.
+
+    Cloud API message ids are remembered ``META_DEDUPE_TTL_S`` at least: Meta retries a webhook for days.
+    """
+    key = (id(settings), provider)
+    found = _ingestors.get(key)
     if found is None or found[0] is not settings:  # an id is reused once its settings are gone (tests)
         if len(_ingestors) > 256:
             _ingestors.clear()
-        found = _ingestors[id(settings)] = (settings, Ingestor(get_redis(settings.redis_url), settings))
+        used = settings
+        if provider == CLOUD and settings.dedupe_ttl_s < settings.meta_dedupe_ttl_s:
+            used = replace(settings, dedupe_ttl_s=settings.meta_dedupe_ttl_s)
+        found = _ingestors[key] = (settings, Ingestor(get_redis(used.redis_url), used))
     return found[1]
 
 
