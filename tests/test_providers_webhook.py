@@ -131,8 +131,8 @@ def test_meta_retrying_the_same_body_days_later_is_a_duplicate(client: Any, r: r
 
 def test_a_batched_body_stores_every_message_and_status_of_every_entry(client: Any, r: redis.Redis) -> None:
     bob = "5511977776666@c.us"
-    id1, first = ph.cloud_text(ALICE, "um")
-    id2, second = ph.cloud_text(bob, "dois")
+    _, first = ph.cloud_text(ALICE, "um")
+    _, second = ph.cloud_text(bob, "dois")
     body = {"object": "whatsapp_business_account", "entry": first["entry"] + second["entry"]}
     body["entry"][0]["changes"][0]["value"]["messages"].append(
         {
@@ -242,6 +242,12 @@ def test_waha_acks_keep_their_own_rule_error_always_applies(r: redis.Redis, clie
 # --- malformed ------------------------------------------------------------------------------------
 
 
+def _one_text(**fields: str) -> dict:
+    message = {"from": "5511", "id": "w", "timestamp": "1", "type": "text", "text": {"body": "a"}, **fields}
+    value = {"metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [message]}
+    return {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": value}]}]}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -250,12 +256,9 @@ def test_waha_acks_keep_their_own_rule_error_always_applies(r: redis.Redis, clie
         {"object": "page", "entry": []},
         {"object": "whatsapp_business_account", "entry": {}},
         {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {}}]}]},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
-            "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [{"from": "55x", "id": "w", "timestamp": "1",
-                                                                           "type": "text", "text": {"body": "a"}}]}}]}]},
-        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": {
-            "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [{"from": "5511", "id": "w", "timestamp": "x",
-                                                                           "type": "text", "text": {"body": "a"}}]}}]}]},
+        _one_text(**{"from": "55x"}),
+        _one_text(timestamp="x"),
+        _one_text(type="interactive"),
     ],
 )  # fmt: skip
 def test_malformed_cloud_bodies_are_400_and_change_nothing(client: Any, r: redis.Redis, body: Any) -> None:
