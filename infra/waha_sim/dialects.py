@@ -67,6 +67,7 @@ class CloudDialect(Dialect):
     def __init__(self, sim: WahaSimulator, phone_number_id: str = PHONE_NUMBER_ID) -> None:
         super().__init__(sim)
         self.phone_number_id = phone_number_id
+        self.fail_code: int | None = None  # Meta's error code in the answers fail_next / set_outage impose
 
     # -- webhooks ---------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class CloudDialect(Dialect):
         return not self.sim.api_key or headers.get("authorization") == f"Bearer {self.sim.api_key}"
 
     def error(self, status: int, code: int | None = None, message: str = "") -> Reply:
-        code = code or {401: 190, 429: 130429, 500: 131000}.get(status, 100)
+        code = code or self.fail_code or {401: 190, 429: 130429, 500: 131000}.get(status, 100)
         message = message or {190: "Invalid OAuth access token", 130429: "Rate limit hit"}.get(code, "simulated error")
         err = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": uuid.uuid4().hex[:12]}
         return Reply(status, {"error": err})
