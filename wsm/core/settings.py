@@ -107,10 +107,6 @@ class Settings:
     evolution_api_key: str
     evolution_instance: str
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls._from_env().with_provider_defaults()
-
     def with_provider_defaults(self) -> Settings:
         """The Cloud API retries a webhook for days: its message ids are remembered at least ``META_DEDUPE_TTL_S``."""
         if self.provider == "cloud" and self.dedupe_ttl_s < self.meta_dedupe_ttl_s:
@@ -118,8 +114,8 @@ class Settings:
         return self
 
     @classmethod
-    def _from_env(cls) -> Settings:
-        return cls(
+    def from_env(cls) -> Settings:
+        settings = cls(
             redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             webhook_hmac_key=_str("WEBHOOK_HMAC_KEY"),
             webhook_max_skew_s=_int("WEBHOOK_MAX_SKEW_S", 0),
@@ -179,10 +175,11 @@ class Settings:
             meta_templates=_str("META_TEMPLATES"),
             meta_window_s=max(1, _int("META_WINDOW_S", 86400)),
             meta_dedupe_ttl_s=max(1, _int("META_DEDUPE_TTL_S", 14 * 86400)),
-            evolution_url=_str("EVOLUTION_URL", "http://127.0.0.1:8085").rstrip("/"),
+            evolution_url=_str("EVOLUTION_URL", "http://127.0.0.1:8080").rstrip("/"),
             evolution_api_key=_str("EVOLUTION_API_KEY"),
             evolution_instance=_str("EVOLUTION_INSTANCE"),
         )
+        return settings.with_provider_defaults()
 
     def for_session(self, session: str) -> Settings:
         """These settings with the session's overrides from ``WSM_SESSIONS_FILE`` (itself when it has none)."""
