@@ -89,6 +89,6 @@ class CloudClient:
         details = as_dict(error.get("error_data")).get("details")
         if details:
             reason += f" ({details})"
-        if status == 429 or status >= 500 or code in RETRYABLE_CODES:
+        if status == 429 or status >= 500 or (isinstance(code, int) and code in RETRYABLE_CODES):
             raise WahaRetryable(f"cloud {endpoint}: HTTP {status} {reason}"[:300])
         raise WahaRejected(f"cloud {endpoint}: HTTP {status} {reason}"[:300])

@@ -130,7 +130,8 @@ def _upsert(session: str, data: dict[str, Any]) -> WahaEvent:
             }
     record["text"] = text if isinstance(text, str) else ""
     if from_me:
-        record["source"] = "app" if data.get("source") in PHONE_SOURCES else "api"
+        source = data.get("source")
+        record["source"] = "app" if isinstance(source, str) and source in PHONE_SOURCES else "api"
     if chat_kind(chat_id) != "person":
         return Ignored("only persons are served")
     return Message(session, chat_id, message_id, record["direction"], record)
