@@ -5,11 +5,15 @@ goes as a template once the Cloud API's 24-hour window has closed."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
+import requests
 
-from tests.provider_system import ProviderSystem
+from infra.platform.local import LocalSystem
+from tests.conftest import local_config
+from tests.provider_system import BASE_ENV, ProviderSystem
 from wsm.conversation.history import read_history
 from wsm.core.clock import now_ms
 from wsm.delivery.deadletter import read_dead_letters
@@ -103,3 +107,26 @@ def test_booking_through_evolution(tmp_path) -> None:
         assert len(s.texts(A)) == 6
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("provider", ["cloud", "evolution"])
+def test_make_local_with_wsm_provider_runs_its_stand_in_and_the_chat_page_works(tmp_path, provider: str) -> None:
+    """``make local`` with WSM_PROVIDER: the stand-in it starts speaks that API, wired to the functions."""
+    env = {**os.environ, **BASE_ENV, "WSM_PROVIDER": provider}
+    config = local_config(tmp_path, env)
+    config.env.pop("REDIS_URL", None)
+    config.env.pop("WAHA_URL", None)
+    local = LocalSystem(config).start()
+    try:
+        page = local.waha_url
+        sent = requests.post(f"{page}/sim/send", json={"phone": "5511933334444", "text": "oi"}, timeout=5)
+        assert sent.status_code == 200 and sent.json()["webhook"]
+        deadline = time.monotonic() + 30
+        replies: list[str] = []
+        while time.monotonic() < deadline and not replies:
+            log = requests.get(f"{page}/sim/messages", params={"since": 0, "wait": 2}, timeout=10).json()
+            replies = [e["text"] for e in log if e["direction"] == "out" and e["kind"] == "text"]
+        assert replies and "Como posso ajudar?" in replies[0]
+        assert requests.get(f"{page}/sim/state", timeout=5).json()["webhooks"]["failed"] == 0
+    finally:
+        local.stop()
