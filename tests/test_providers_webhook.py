@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import schemathesis
 from functions_framework import create_app
 
 from infra.platform.redis_server import free_port
@@ -22,6 +24,7 @@ from wsm.core.settings import get_settings
 from wsm.store import keys
 
 SOURCE = "functions/webhook/main.py"
+REPO = Path(__file__).resolve().parent.parent
 ALICE = "5511988887777@c.us"
 ALICE_EVO = "5511988887777@s.whatsapp.net"
 SK = keys.SessionKeys("default")
@@ -373,3 +376,31 @@ def test_wsm_provider_cloud_makes_the_plain_path_the_cloud_api(client: Any, monk
     query = {"hub.mode": "subscribe", "hub.verify_token": ph.VERIFY_TOKEN, "hub.challenge": "42"}
     assert client.get("/", query_string=query).data == b"42"
     assert ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1], path="/").status_code == 200
+
+
+# --- the document -----------------------------------------------------------------------------------
+
+
+def test_every_documented_provider_answer_is_what_the_app_says(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/openapi-providers.yaml: one request per documented answer, validated against the document."""
+    schema = schemathesis.openapi.from_path(str(REPO / "docs" / "openapi-providers.yaml"))
+    good = {"hub.mode": "subscribe", "hub.verify_token": ph.VERIFY_TOKEN, "hub.challenge": "7"}
+    answers = [
+        ("/cloud", "GET", client.get("/cloud", query_string=good), 200),
+        ("/cloud", "GET", client.get("/cloud", query_string={"hub.mode": "subscribe"}), 403),
+        ("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 200),
+        ("/cloud", "POST", ph.cloud_post(client, b"{"), 400),
+        ("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1], secret="x"), 401),
+        ("/cloud", "POST", client.delete("/cloud"), 405),
+        ("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi")), 200),
+        ("/evolution", "POST", ph.evolution_post(client, b"[]"), 400),
+        ("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi", apikey="x")), 401),
+        ("/evolution", "POST", client.get("/evolution"), 405),
+    ]
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_settings.cache_clear()
+    answers.append(("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 503))
+    answers.append(("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi")), 503))
+    for path, method, res, expected in answers:
+        assert res.status_code == expected, (path, method, res.get_data()[:200])
+        schema[path][method].validate_response(res)
