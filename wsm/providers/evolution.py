@@ -30,6 +30,7 @@ STATUS_ACKS = {
 }
 CONNECTION_STATES = {"open": "WORKING", "connecting": "STARTING", "close": "STOPPED"}
 PHONE_SOURCES = {"android", "ios", "web", "desktop"}  # an own message typed on a device, not sent through the API
+EVENTS = ("messages.upsert", "messages.update", "connection.update")  # the ones we use
 MEDIA_KEYS = ("imageMessage", "videoMessage", "audioMessage", "documentMessage", "stickerMessage")
 
 

@@ -57,7 +57,8 @@ def handle(
         elif provider == EVOLUTION:
             _allow_post(method, "Evolution webhooks are POSTed")
             body = parse_body(raw)
-            name = "evolution." + evolution.event_name(body)[:40]
+            event = evolution.event_name(body)
+            name = "evolution." + (event if event in evolution.EVENTS else "other")  # bounded metric labels
             session = evolution.session_of(evolution.instance_of(body), settings)
             if session is None:
                 events = [Ignored("instance is not one of ours")]
