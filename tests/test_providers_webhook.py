@@ -378,6 +378,47 @@ def test_wsm_provider_cloud_makes_the_plain_path_the_cloud_api(client: Any, monk
     assert ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1], path="/").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/cloud", "/evolution"])
+def test_a_waha_deployment_does_not_serve_the_other_providers_paths(
+    client: Any, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Without the provider chosen or its secret set, its path is 404: no way round WAHA's HMAC through it."""
+    monkeypatch.setenv("WEBHOOK_HMAC_KEY", "waha-key")
+    for name in ("META_APP_SECRET", "EVOLUTION_API_KEY"):
+        monkeypatch.setenv(name, "")
+    get_settings.cache_clear()
+    before = snapshot(r)
+    body = ph.cloud_text(ALICE, "oi")[1] if path == "/cloud" else ph.evolution_text(ALICE, "oi", apikey="")
+    res = ph.cloud_post(client, body, secret="") if path == "/cloud" else ph.evolution_post(client, body)
+    assert res.status_code == 404
+    assert "WSM_PROVIDER" in res.json["error"]
+    assert snapshot(r) == before
+
+
+def test_a_cloud_deployment_without_wahas_key_does_not_serve_the_waha_path(
+    client: Any, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WSM_PROVIDER", "cloud")
+    get_settings.cache_clear()
+    before = snapshot(r)
+    body = wp.message_event(ALICE, "oi")
+    res = client.post("/waha", data=wp.encode(body), headers=wp.headers(wp.encode(body), body))
+    assert res.status_code == 404
+    assert snapshot(r) == before
+
+
+def test_a_session_of_the_sessions_file_makes_its_provider_served(
+    client: Any, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "sessions.yaml").write_text("sessions:\n  norte: {provider: evolution}\n")
+    monkeypatch.setenv("WSM_SESSIONS_FILE", str(tmp_path / "sessions.yaml"))
+    monkeypatch.setenv("EVOLUTION_API_KEY", "")
+    get_settings.cache_clear()
+    res = ph.evolution_post(client, ph.evolution_text(ALICE, "oi", instance="norte", apikey=""))
+    assert res.status_code == 200 and res.json["events"][0]["status"] == "accepted"
+    assert [m["text"] for m in history(r, ALICE_EVO, "norte")] == ["oi"]
+
+
 # --- the document -----------------------------------------------------------------------------------
 
 
@@ -397,6 +438,14 @@ def test_every_documented_provider_answer_is_what_the_app_says(client: Any, monk
         ("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi", apikey="x")), 401),
         ("/evolution", "POST", client.get("/evolution"), 405),
     ]
+    for name in ("META_APP_SECRET", "EVOLUTION_API_KEY"):
+        monkeypatch.setenv(name, "")
+    get_settings.cache_clear()
+    answers.append(("/cloud", "GET", client.get("/cloud", query_string=good), 404))
+    answers.append(("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 404))
+    answers.append(("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi")), 404))
+    monkeypatch.setenv("META_APP_SECRET", ph.APP_SECRET)
+    monkeypatch.setenv("EVOLUTION_API_KEY", ph.EVO_KEY)
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()
     answers.append(("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 503))

@@ -43,7 +43,7 @@ def handle(request: flask.Request) -> Response:
                 return {"error": "method not allowed; /healthz answers GET"}, 405, {"Allow": "GET"}
             return healthz(settings)
         provider = inbound.provider_for_path(request.path, settings)
-        if provider != inbound.WAHA:  # the Cloud API and Evolution (wsm.providers.inbound)
+        if provider != inbound.WAHA or not inbound.served(provider, settings):  # the Cloud API and Evolution
             raw = read_body(request, settings) if request.method == "POST" else b""
             status, headers, body = inbound.handle(
                 provider, request.method, request.args, request.headers, raw, settings

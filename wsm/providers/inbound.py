@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from wsm.core.errors import BadRequest, RedisUnavailable
+from wsm.core.sessions import named_sessions
 from wsm.core.settings import Settings
 from wsm.ingest.ingestor import Ingestor, Outcome
 from wsm.metrics import record
@@ -38,13 +39,29 @@ def provider_for_path(path: str, settings: Settings) -> str:
     return SUFFIXES.get(last, settings.provider)
 
 
+def served(provider: str, settings: Settings) -> bool:
+    """A provider's path answers only where that provider is in use — ``WSM_PROVIDER``, a session's ``provider``,
+    or its secret set — so a deployment of one provider cannot be fed unsigned events through another's path."""
+    if provider == settings.provider:
+        return True
+    secret = {WAHA: settings.webhook_hmac_key, CLOUD: settings.meta_app_secret, EVOLUTION: settings.evolution_api_key}
+    if secret.get(provider):
+        return True
+    return settings.sessions_file != "" and any(
+        settings.for_session(name).provider == provider for name in named_sessions(settings)
+    )
+
+
 def handle(
     provider: str, method: str, query: Mapping[str, str], headers: Mapping[str, str], raw: bytes, settings: Settings
 ) -> Reply:
-    """Answer a Cloud API or Evolution webhook request (``raw`` is the body as read, size limits applied)."""
+    """Answer a Cloud API or Evolution webhook request (``raw`` is the body as read, size limits applied);
+    any provider's path where it is not :func:`served` is 404."""
     lower = {k.lower(): v for k, v in headers.items()}
     name = provider
     try:
+        if not served(provider, settings):
+            raise BadRequest(f"no {provider} webhook here: set WSM_PROVIDER, a session's provider or its secret", 404)
         if provider == CLOUD:
             if method == "GET":
                 status, text = cloud.verify_subscription(query, settings.meta_verify_token)
@@ -68,7 +85,7 @@ def handle(
                     evolution.verify(body, lower, key)
                 events = evolution.parse(body, session)
         else:
-            raise BadRequest(f"no such provider: {provider!r}", status=404)
+            raise BadRequest(f"the {provider} webhook is the plain path's here", status=404)
         outcomes = [_ingest(event, settings, provider) for event in events]
     except BadRequest as e:
         log.info("%s webhook refused %s: %s", provider, e.status, e)
