@@ -95,7 +95,7 @@ class Settings:
     # --- providers: which WhatsApp API each session speaks, and several numbers (wsm/providers, wsm/core/sessions)
     provider: str
     sessions_file: str
-    meta_app_secret: str
+    meta_signing_key: str
     meta_verify_token: str
     meta_access_token: str
     meta_graph_url: str
@@ -167,7 +167,7 @@ class Settings:
             # --- providers
             provider=_provider(_str("WSM_PROVIDER", "waha") or "waha"),
             sessions_file=_str("WSM_SESSIONS_FILE"),
-            meta_app_secret=_str("META_APP_SECRET"),
+            meta_signing_key=_str("META_APP_SECRET"),
             meta_verify_token=_str("META_VERIFY_TOKEN"),
             meta_access_token=_str("META_ACCESS_TOKEN"),
             meta_graph_url=(_str("META_GRAPH_URL") or "https://graph.facebook.com/v21.0").rstrip("/"),
@@ -191,7 +191,7 @@ class Settings:
         """Settings safe to log: secrets replaced by whether they are set."""
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "llm_api_key"}
-        secret |= {"meta_app_secret", "meta_verify_token", "meta_access_token", "evolution_api_key"}
+        secret |= {"meta_signing_key", "meta_verify_token", "meta_access_token", "evolution_api_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

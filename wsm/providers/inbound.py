@@ -44,7 +44,7 @@ def served(provider: str, settings: Settings) -> bool:
     or its secret set — so a deployment of one provider cannot be fed unsigned events through another's path."""
     if provider == settings.provider:
         return True
-    secret = {WAHA: settings.webhook_hmac_key, CLOUD: settings.meta_app_secret, EVOLUTION: settings.evolution_api_key}
+    secret = {WAHA: settings.webhook_hmac_key, CLOUD: settings.meta_signing_key, EVOLUTION: settings.evolution_api_key}
     if secret.get(provider):
         return True
     return settings.sessions_file != "" and any(
@@ -68,8 +68,8 @@ def handle(
                 record.webhook_event("cloud.verify", "accepted" if status == 200 else "refused_403")
                 return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
             _allow_post(method, "the Cloud API's webhook answers GET (verification) and POST")
-            if settings.meta_app_secret:
-                cloud.verify_signature(raw, lower.get("x-hub-signature-256"), settings.meta_app_secret)
+            if settings.meta_signing_key:
+                cloud.verify_signature(raw, lower.get("x-hub-signature-256"), settings.meta_signing_key)
             events = cloud.parse(parse_body(raw), settings)
         elif provider == EVOLUTION:
             _allow_post(method, "Evolution webhooks are POSTed")
