@@ -14,7 +14,7 @@ from infra.waha_sim.dialects import PHONE_NUMBER_ID
 from tests import provider_helpers as ph
 from wsm.conversation.history import read_history
 from wsm.core.clock import now_ms
-from wsm.core.errors import WahaRejected, WahaRetryable
+from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.core.settings import Settings
 from wsm.delivery.deadletter import read_dead_letters
 from wsm.delivery.outbox import Delivery, Sender
@@ -133,11 +133,37 @@ def test_cloud_other_errors_are_rejected_with_metas_reason_and_never_the_token(
     cloud_sim.fail_next(400)
     with pytest.raises(WahaRejected, match="Meta error 131026"):
         client.send_text("default", ALICE, "oi")
-    cloud_sim.dialect.fail_code = None  # type: ignore[attr-defined]
+
+
+def test_a_refused_token_holds_sends_and_never_shows_the_token(
+    monkeypatch: pytest.MonkeyPatch, cloud_sim: WahaSimulator
+) -> None:
     bad = CloudClient(cloud_settings(monkeypatch, cloud_sim, META_ACCESS_TOKEN="wrong-token"))
-    with pytest.raises(WahaRejected, match="Meta error 190") as refused:
+    with pytest.raises(WahaSessionNotReady, match="Meta error 190") as refused:
         bad.send_text("default", ALICE, "oi")
     assert "wrong-token" not in str(refused.value)
+    assert bad.session_status("default") == "UNAUTHORIZED"
+    assert CloudClient(cloud_settings(monkeypatch, cloud_sim)).session_status("default") == "WORKING"
+
+
+def test_outbox_holds_while_the_token_is_refused_and_sends_once_it_works_again(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch, cloud_sim: WahaSimulator
+) -> None:
+    settings = cloud_settings(monkeypatch, cloud_sim)
+    sender = Sender(r, CloudClient(settings))
+    store = queue_reply(r, settings, "Sua consulta", last_seen_ms=now_ms())
+    cloud_sim.api_key = "a-newer-token"  # ours was revoked
+    assert sender.deliver(store) is Delivery.HELD
+    assert r.llen(SK.chat(ALICE).outbox) == 1 and dead_letters(r) == []
+    r.hset(SK.status, "held_ms", now_ms() - 60_000)  # the tick's probe, a while later
+    sender.probe_hold(SK)
+    assert r.hexists(SK.status, "held_ms")  # still refused: still held
+    cloud_sim.api_key = ph.ACCESS_TOKEN  # the token works again
+    r.hset(SK.status, "held_ms", now_ms() - 60_000)
+    sender.probe_hold(SK)
+    assert not r.hexists(SK.status, "held_ms")
+    assert sender.deliver(store) is Delivery.DONE
+    assert cloud_sim.texts_to(ALICE) == ["Sua consulta"]
 
 
 def test_a_session_without_a_phone_number_id_is_rejected_clearly(

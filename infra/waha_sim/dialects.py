@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 PHONE_NUMBER_ID = "1000000001"  # the stand-in's Cloud API number
 BUSINESS_ID = "2000000002"
 DISPLAY_NUMBER = "5511900000000"
+CLOUD_NUMBER = re.compile(r"^/v[0-9.]+/([^/]+)$")
 CLOUD_SEND = re.compile(r"^/v[0-9.]+/([^/]+)/messages$")
 EVOLUTION_PATH = re.compile(
     r"^/(message/sendText|chat/sendPresence|chat/markMessageAsRead|instance/connectionState)/([^/]+)$"
@@ -116,6 +117,11 @@ class CloudDialect(Dialect):
         return Reply(status, {"error": err})
 
     def route(self, method: str, path: str, body: Any) -> Reply | None:
+        if method == "GET" and CLOUD_NUMBER.match(path):
+            if CLOUD_NUMBER.match(path).group(1) != self.phone_number_id:  # type: ignore[union-attr]
+                return self.error(400, 100, "Unsupported get request")
+            info = {"id": self.phone_number_id, "display_phone_number": DISPLAY_NUMBER, "verified_name": "Clinica"}
+            return Reply(200, {**info, "quality_rating": "GREEN"})
         match = CLOUD_SEND.match(path)
         if not match or method != "POST":
             return None

@@ -2,21 +2,23 @@
 
 Read receipts are ``{"status": "read", "message_id": ...}`` on the same endpoint, with the typing indicator
 riding on it (Meta shows "typing…" until the reply or 25 s), so ``start_typing`` and ``stop_typing`` have
-nothing to call. Errors: 429, 5xx and Meta's throttling codes are retryable (the outbox backs off);
-other errors are rejected with Meta's code and message (the outbox dead-letters them).
+nothing to call. Errors: 429, 5xx and Meta's throttling codes are retryable (the outbox backs off); a refused
+token (401, codes 190/10/200) holds the session's sends until ``GET /{phone_number_id}`` answers again (the
+tick's probe); other errors are rejected with Meta's code and message (the outbox dead-letters them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from wsm.core.errors import WahaRejected, WahaRetryable
+from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.core.settings import Settings
 from wsm.providers.base import CLOUD, Template, as_dict, phone_of
 from wsm.providers.http_base import JsonHttp
 
 # Meta's throttling error codes: retry later (developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes)
 RETRYABLE_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131000, 131016, 131048, 131056})
+TOKEN_CODES = (190, 10, 200)  # expired or invalid token, missing permission: fixed by a new token, not by retrying
 MAX_BUTTONS = 3  # reply buttons per message; more options go as a list (up to 10 rows)
 MAX_ROWS = 10
 
@@ -67,8 +69,13 @@ class CloudClient:
         """Meta hides it when the reply arrives."""
 
     def session_status(self, session: str) -> str:
-        """The number is always reachable through the API; a problem shows as a send error."""
-        return "WORKING"
+        """WORKING while the token may read the number (``GET /{phone_number_id}``); what lifts a token hold."""
+        status, _data, text = self.api.call("GET", f"/{self.phone_number_id}", None, "cloud_number")
+        if status == 200:
+            return "WORKING"
+        if status in (401, 403):
+            return "UNAUTHORIZED"
+        raise WahaRetryable(f"cloud number check: HTTP {status} {text}")
 
     def _send(self, chat_id: str, message: dict[str, Any]) -> str:
         body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": phone_of(chat_id), **message}
@@ -91,4 +98,6 @@ class CloudClient:
             reason += f" ({details})"
         if status == 429 or status >= 500 or (isinstance(code, int) and code in RETRYABLE_CODES):
             raise WahaRetryable(f"cloud {endpoint}: HTTP {status} {reason}"[:300])
+        if status == 401 or code in TOKEN_CODES:  # every send would fail the same way: hold them, lose none
+            raise WahaSessionNotReady(f"cloud {endpoint}: the access token is refused, sends held ({reason})"[:300])
         raise WahaRejected(f"cloud {endpoint}: HTTP {status} {reason}"[:300])
