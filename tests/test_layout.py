@@ -18,6 +18,7 @@ FLOORS = {
     "delivery": 3,
     "schedule": 3,
     "agent": 3,
+    "providers": 3,
     "attendance": 4,
     "ops": 5,
     "adapters": 5,

@@ -10,6 +10,7 @@ Areas stand on floors and import only from their own floor or below:
    ``conversation``  the flow file and the engine that follows it, history reading
    ``delivery``      the outbox sender and the dead-letter list
    ``schedule``      appointments: the schedule file, free slots, the booking scripts, the CalDAV push
+   ``providers``     the WhatsApp APIs behind one seam: WAHA, the Cloud API, Evolution (webhooks, clients, window)
 4. ``attendance``    slots, queue, the worker and the notifier
 5. ``ops``           operators' command line, export/erase
    ``adapters``      other platforms' entry points (AWS Lambda)

@@ -31,6 +31,7 @@ from infra.platform.pubsub import Topology, create_topology
 from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
 from infra.platform.triggers import NOTIFIER, WORKER
+from infra.waha_sim.dialects import local_wiring
 from wsm.conversation.flow import load_flow
 from wsm.core.settings import redact_url, redis_cluster_enabled
 from wsm.metrics import multiproc_dir
@@ -211,6 +212,8 @@ class LocalSystem:
         env = dict(self.config.env)
         env.update(REDIS_URL=redis_url, WAHA_URL=self.waha_url, PYTHONUNBUFFERED="1")
         env.update(PROMETHEUS_MULTIPROC_DIR=str(self._metrics_dir()))
+        if not self.config.waha_url:  # providers: the stand-in speaks WSM_PROVIDER's API
+            env.update(local_wiring(env, self.waha_url)[1])
         env.pop(multiproc_dir.AUTO_ENV, None)
         return env
 
@@ -235,6 +238,7 @@ class LocalSystem:
             str(BIN / "wsm-waha-sim"),
             "--port", str(self.config.waha_sim_port),
             "--webhook-url", self.webhook_url,
+            *local_wiring(env, self.waha_url)[0],
         ]  # fmt: skip
         return ManagedProcess("waha-sim", argv, env, self.config.waha_sim_port, self._log("waha-sim"))
 

@@ -32,6 +32,7 @@ import click
 import requests
 
 from infra.waha_sim import payloads as waha_payloads
+from infra.waha_sim.dialects import DIALECTS
 from infra.waha_sim.web import ChatLog, Headers, InvalidJson, Reply, SimServer
 from wsm.core.privacy import mask_chat
 
@@ -115,6 +116,7 @@ class WahaSimulator:
         webhook_retry_delay_s: float = 2.0,
         emit_own_events: bool = False,
         webhook_timeout_s: float = 8.0,
+        provider: str = "waha",
     ) -> None:
         self.host, self._port = host, port
         self.api_key, self.webhook_url, self.hmac_key, self.session = api_key, webhook_url, hmac_key, session
@@ -134,6 +136,8 @@ class WahaSimulator:
         self._server: SimServer | None = None
         self._stopping = threading.Event()
         self._http = requests.Session()
+        self.dialect = DIALECTS[provider](self)  # waha, or the Cloud API / Evolution (infra.waha_sim.dialects)
+        self._message_chats: dict[str, str] = {}  # message id -> page chat, for read receipts by message id
         self._routes = {
             ("POST", "/api/sendText"): self._send_text,
             ("POST", "/api/sendSeen"): lambda body: self._chat_action(body, "seen"),
@@ -212,6 +216,17 @@ class WahaSimulator:
             if c.path == "/api/sendText" and c.status == 201 and (chat_id is None or c.json.get("chatId") == chat_id)
         ]
 
+    def texts_to(self, chat_id: str) -> list[str]:
+        """Texts the bot sent to ``chat_id`` (a page chat, ``<digits>@c.us``) in any dialect, in order."""
+        if self.dialect.name == "waha":
+            return [c.json["text"] for c in self.sent_texts(chat_id)]
+        found = (self.dialect.sent(c) for c in self.calls)
+        return [text for chat, text in (f for f in found if f) if chat == chat_id]
+
+    def chat_of_message(self, message_id: str) -> str:
+        with self._cond:
+            return self._message_chats.get(message_id, "")
+
     def clear(self) -> None:
         """Forget the recorded calls (the page's chat log stays)."""
         with self._cond:
@@ -267,7 +282,11 @@ class WahaSimulator:
             raise ValueError(f"status must be one of {', '.join(SESSION_STATUSES)}")
         with self._cond:
             self._session_status = status
-        if self.webhook_url:
+        if self.webhook_url and self.dialect.name != "waha":
+            body = self.dialect.session_status_body(status)
+            if body is not None:
+                self.post_webhook(body)
+        elif self.webhook_url:
             self.post_webhook(waha_payloads.session_status_event(status, session=self.session))
 
     @property
@@ -294,6 +313,8 @@ class WahaSimulator:
         ``from_me=True`` in ``kw`` plays the operator answering from the phone: ``message.any`` only,
         as WAHA never sends ``message`` for your own messages. Returns the payload id.
         """
+        if self.dialect.name != "waha":
+            return self._dialect_message(chat_id, text, **kw)
         payload = waha_payloads.message_payload(chat_id, text, **kw)
         from_me = payload["fromMe"]
         self.chat_log.add(chat_id, "out" if from_me else "in", text)
@@ -302,6 +323,33 @@ class WahaSimulator:
             for event in events:
                 self.post_webhook(waha_payloads.envelope(event, payload, session=self.session))
         return payload["id"]
+
+    def _dialect_message(self, chat_id: str, text: str, from_me: bool = False, **kw: Any) -> str:
+        """A person's message (or, Evolution only, one typed on our phone) as the dialect posts it."""
+        if from_me:
+            message_id, body = self.dialect.message_body(chat_id, text, from_me=True)  # type: ignore[call-arg]
+        else:
+            message_id, body = self.dialect.message_body(chat_id, text, **kw)
+        with self._cond:
+            self._message_chats[message_id] = chat_id
+        self.chat_log.add(chat_id, "out" if from_me else "in", text)
+        if self.webhook_url:
+            self.post_webhook(body)
+        return message_id
+
+    def after_send(self, message_id: str, chat_id: str) -> None:
+        """A dialect's send was accepted: its statuses follow, as the provider sends them."""
+        with self._cond:
+            self._message_chats[message_id] = chat_id
+        if self.emit_own_events and self.webhook_url:
+            bodies = self.dialect.own_events(message_id, chat_id)  # type: ignore[attr-defined]
+            threading.Thread(target=self._emit_bodies, args=(bodies,), daemon=True).start()
+
+    def _emit_bodies(self, bodies: list[dict[str, Any]]) -> None:
+        for i, body in enumerate(bodies):
+            if i and self._stopping.wait(0.1):
+                return
+            self._deliver(self._prepare(body))
 
     def post_webhook(self, body: dict[str, Any]) -> Delivery:
         """Deliver ``body`` in the background, retrying like WAHA (non-2xx, errors and timeouts)."""
@@ -313,6 +361,8 @@ class WahaSimulator:
 
     def _prepare(self, body: dict[str, Any]) -> Delivery:
         raw = waha_payloads.encode(body)
+        if self.dialect.name != "waha":
+            return Delivery(body, raw, self.dialect.headers(raw, body, self.hmac_key))  # type: ignore[attr-defined]
         return Delivery(body, raw, waha_payloads.headers(raw, body, self.hmac_key))
 
     def webhook_stats(self) -> dict[str, Any]:
@@ -329,6 +379,8 @@ class WahaSimulator:
                 break
             delivery.attempts += 1
             delay_s, error = self._attempt(url, delivery)
+            if self.dialect.name != "waha":
+                delay_s = self.dialect.retry_delay_s(delivery.attempts, self.webhook_retry_delay_s)
             if delivery.ok:
                 break
             log.info("webhook %s attempt %d failed: %s", event, delivery.attempts, error)
@@ -389,6 +441,8 @@ class WahaSimulator:
 
     def _reply(self, method: str, path: str, headers: Headers, body: Any) -> Reply:
         forced = self._forced_status()
+        if self.dialect.name != "waha":
+            return self._dialect_reply(method, path, headers, body, forced)
         if forced:
             return Reply(forced, error_body(forced, self.session, self._session_status))
         if self.api_key and headers.get("x-api-key") != self.api_key:
@@ -403,6 +457,17 @@ class WahaSimulator:
         if method == "GET" and (match := LID_PATH.match(path)):
             return self._lid(unquote(match[1]), unquote(match[2]))
         return Reply(404, {"statusCode": 404, "message": f"Cannot {method} {path}", "error": "Not Found"})
+
+    def _dialect_reply(self, method: str, path: str, headers: Headers, body: Any, forced: int | None) -> Reply:
+        dialect: Any = self.dialect
+        if forced:
+            return dialect.error(forced)
+        if not dialect.authorized(headers):
+            return dialect.error(401)
+        if isinstance(body, InvalidJson):
+            return dialect.error(400, message=body.reason)
+        found = dialect.route(method, path, body)
+        return found if found is not None else dialect.error(404, message=f"Cannot {method} {path}")
 
     def _forced_status(self) -> int | None:
         """The status an outage or ``fail_next`` imposes on this call, if any."""
@@ -471,6 +536,15 @@ class WahaSimulator:
 @click.option("--emit-own-events/--no-emit-own-events", default=True, show_default=True)
 @click.option("--webhook-retries", default=15, type=int, show_default=True)
 @click.option("--webhook-retry-delay-s", default=2.0, type=float, show_default=True)
+@click.option(
+    "--provider",
+    default="waha",
+    envvar="WSM_PROVIDER",
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(sorted(DIALECTS)),
+    help="Which API to speak (infra/waha_sim/dialects.py).",
+)
 def main(webhook_url: str | None, **options: Any) -> None:
     """Run a WAHA simulator with a chat page at its URL, until SIGINT or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -478,7 +552,10 @@ def main(webhook_url: str | None, **options: Any) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with WahaSimulator(webhook_url=webhook_url or None, **options) as sim:
-        click.echo(f"WAHA simulator on {sim.url} (open it in a browser to chat); webhook -> {webhook_url or 'none'}")
+        click.echo(
+            f"{sim.dialect.name} simulator on {sim.url} (open it in a browser to chat);"
+            f" webhook -> {webhook_url or 'none'}"
+        )
         while not stop.wait(1.0):
             pass
     click.echo("WAHA simulator stopped")

@@ -18,16 +18,19 @@ from wsm.conversation.booking import BookingTalk
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import Flow, FlowError, load_flow
 from wsm.core.errors import BadEvent
+from wsm.core.sessions import named_sessions
 from wsm.core.settings import Settings, get_settings
 from wsm.delivery.outbox import Sender
 from wsm.ingest.lid import LidResolver
+from wsm.providers.base import Outbound
+from wsm.providers.outbound import client_for
 from wsm.schedule.book import Book
 from wsm.schedule.config import Schedule, load_schedule
 from wsm.store import keys
 from wsm.store.connection import get_redis, redis_errors
 from wsm.store.events import WakeUp
 from wsm.store.scripts import Scripts
-from wsm.waha.client import WahaClient
+from wsm.waha.lid import LidLookup
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class Handler:
         self,
         client: redis.Redis,
         settings: Settings,
-        waha: WahaClient,
+        waha: Outbound,
         engine: Engine,
         schedule: Schedule | None = None,
     ) -> None:
@@ -49,11 +52,13 @@ class Handler:
         self.settings = settings
         self.scripts = Scripts(client)
         self.sender = Sender(client, waha)
-        self.lids = LidResolver(client, self.scripts, settings, waha)
+        # only WAHA maps @lid ids to numbers; other providers' chats are served as they come
+        self.lids = LidResolver(client, self.scripts, settings, waha if isinstance(waha, LidLookup) else None)
         self.engine = engine
         self.schedule = schedule
         self._books: dict[str, tuple[Book, Engine]] = {}
         self._llm: LlmClient | None = None
+        self._per_session: dict[str, Handler] = {}
 
     def book(self, session: str) -> Book | None:
         """The session's appointment book (None when the flow does not book)."""
@@ -85,6 +90,29 @@ class Handler:
     def on_event(self, event: WakeUp) -> Any:
         raise NotImplementedError
 
+    def for_session(self, session: str) -> Handler:
+        """The handler of one WhatsApp number: its own flow, schedule, slots and provider (``WSM_SESSIONS_FILE``)."""
+        settings = self.settings.for_session(session)
+        if settings is self.settings:
+            return self
+        found = self._per_session.get(session)
+        if found is None:
+            flow = load_flow(settings.flow_file or None)
+            schedule = schedule_for(flow, settings.schedule_file)
+            found = type(self)(self.redis, settings, client_for(settings), Engine(flow), schedule)
+            self._per_session[session] = found
+        return found
+
+    def dispatch(self, event: WakeUp) -> None:
+        """Hand the event to each session's handler; without a sessions file, this handler does it all as before."""
+        if not self.settings.sessions_file:
+            self.on_event(event)
+        elif event.session:
+            self.for_session(event.session).on_event(event)
+        else:  # a tick: every session, each by its own settings
+            for session in sorted(set(self.sessions(event)) | set(named_sessions(self.settings))):
+                self.for_session(session).on_event(WakeUp(event.type, session))
+
     def sessions(self, event: WakeUp) -> list[str]:
         """The event's session, or every known session for a tick."""
         return [event.session] if event.session else sorted(self.redis.smembers(keys.SESSIONS))
@@ -95,7 +123,7 @@ class Handler:
         key = (cls, os.getpid(), id(settings))
         found = cls._instances.get(key)
         if found is None:
-            waha = WahaClient(settings.waha_url, settings.waha_api_key, settings.waha_timeout_s)
+            waha = client_for(settings)
             flow = load_flow(settings.flow_file)
             schedule = schedule_for(flow, settings.schedule_file)
             found = cls._instances[key] = cls(get_redis(settings.redis_url), settings, waha, Engine(flow), schedule)
@@ -114,7 +142,7 @@ class Handler:
             log.warning("%s: acknowledged and dropped a malformed event: %s", cls.__name__, e)
             return
         with redis_errors():
-            cls.for_process().on_event(event)
+            cls.for_process().dispatch(event)
 
 
 def schedule_for(flow: Flow, path: str) -> Schedule | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 
@@ -102,6 +102,21 @@ class Settings:
     llm_max_tool_calls: int
     llm_max_turn_tokens: int
     llm_history_tokens: int
+    # --- providers: which WhatsApp API each session speaks, and several numbers (wsm/providers, wsm/core/sessions)
+    provider: str
+    sessions_file: str
+    meta_signing_key: str
+    meta_verify_token: str
+    meta_access_token: str
+    meta_graph_url: str
+    meta_phone_number_id: str
+    meta_templates: str
+    meta_window_s: int
+    meta_dedupe_ttl_s: int
+    evolution_url: str
+    evolution_api_key: str
+    evolution_instance: str
+
     # one person, one chat (@lid -> phone chat; wsm/ingest/lid.py)
     lid_lookup_timeout_s: float = 0.5
     lid_negative_ttl_s: int = 60
@@ -111,9 +126,15 @@ class Settings:
     redis_min_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
 
+    def with_provider_defaults(self) -> Settings:
+        """The Cloud API retries a webhook for days: its message ids are remembered at least ``META_DEDUPE_TTL_S``."""
+        if self.provider == "cloud" and self.dedupe_ttl_s < self.meta_dedupe_ttl_s:
+            return replace(self, dedupe_ttl_s=self.meta_dedupe_ttl_s)
+        return self
+
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
+        settings = cls(
             redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             webhook_hmac_key=_str("WEBHOOK_HMAC_KEY"),
             webhook_max_skew_s=_int("WEBHOOK_MAX_SKEW_S", 0),
@@ -162,6 +183,20 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
+            # --- providers
+            provider=_provider(_str("WSM_PROVIDER", "waha") or "waha"),
+            sessions_file=_str("WSM_SESSIONS_FILE"),
+            meta_signing_key=_str("META_APP_SECRET"),
+            meta_verify_token=_str("META_VERIFY_TOKEN"),
+            meta_access_token=_str("META_ACCESS_TOKEN"),
+            meta_graph_url=(_str("META_GRAPH_URL") or "https://graph.facebook.com/v21.0").rstrip("/"),
+            meta_phone_number_id=_str("META_PHONE_NUMBER_ID"),
+            meta_templates=_str("META_TEMPLATES"),
+            meta_window_s=max(1, _int("META_WINDOW_S", 86400)),
+            meta_dedupe_ttl_s=max(1, _int("META_DEDUPE_TTL_S", 14 * 86400)),
+            evolution_url=_str("EVOLUTION_URL", "http://127.0.0.1:8080").rstrip("/"),
+            evolution_api_key=_str("EVOLUTION_API_KEY"),
+            evolution_instance=_str("EVOLUTION_INSTANCE"),
             # one person, one chat (@lid)
             lid_lookup_timeout_s=max(0.05, _float("WSM_LID_LOOKUP_TIMEOUT_S", 0.5)),
             lid_negative_ttl_s=max(1, _int("WSM_LID_NEGATIVE_TTL_S", 60)),
@@ -170,11 +205,19 @@ class Settings:
             redis_min_replicas=max(0, _int("WSM_REDIS_MIN_REPLICAS", 0)),
             redis_wait_timeout_ms=max(1, _int("WSM_REDIS_WAIT_TIMEOUT_MS", 1000)),
         )
+        return settings.with_provider_defaults()
+
+    def for_session(self, session: str) -> Settings:
+        """These settings with the session's overrides from ``WSM_SESSIONS_FILE`` (itself when it has none)."""
+        from wsm.core.sessions import settings_for_session  # the sessions file reads Settings' field names
+
+        return settings_for_session(self, session)
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "llm_api_key"}
+        secret |= {"meta_signing_key", "meta_verify_token", "meta_access_token", "evolution_api_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -183,6 +226,15 @@ class Settings:
         out["caldav_url"] = redact_url(self.caldav_url)
         out["llm_base_url"] = redact_url(self.llm_base_url)
         return out
+
+
+PROVIDERS = ("waha", "cloud", "evolution")  # WSM_PROVIDER values (wsm.providers)
+
+
+def _provider(name: str) -> str:
+    if name not in PROVIDERS:
+        raise ValueError(f"WSM_PROVIDER must be one of {', '.join(PROVIDERS)}, got {name!r}")
+    return name
 
 
 def redact_url(url: str) -> str:

@@ -7,6 +7,11 @@ that pop is the one window in which a reply can be sent twice. Failures:
 * timeout, connection error, 5xx: the reply stays; the chat retries after a growing delay;
 * 422 (session not WORKING): every send of the session is held until WAHA reports WORKING;
 * any other 4xx: WAHA will never take it; dead-lettered with the reason and marked FAILED.
+
+The same holds for every provider (:mod:`wsm.providers`). Where the provider has a customer-service
+window (the Cloud API: 24 h after the person's last message), a send outside it goes as the approved
+template configured for its purpose (reminder, queue position, waitlist offer); any other is not sent:
+it is dead-lettered with its text and the reason ``OUTSIDE_WINDOW`` and marked HELD in the history.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionN
 from wsm.core.privacy import mask_chat
 from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
+from wsm.providers import window
+from wsm.providers.base import OUTSIDE_WINDOW, Outbound, Template
 from wsm.store import keys
 from wsm.store.chat_store import ChatStore
-from wsm.waha.client import WahaClient
 
 log = logging.getLogger(__name__)
 RETRY_BASE_MS = 1000
@@ -43,7 +49,7 @@ class Delivery(Enum):
 
 
 class Sender:
-    def __init__(self, client: redis.Redis, waha: WahaClient) -> None:
+    def __init__(self, client: redis.Redis, waha: Outbound) -> None:
         self.redis = client
         self.waha = waha
 
@@ -59,12 +65,20 @@ class Sender:
             return Delivery.HELD
         if state_retry and int(state_retry) > now_ms():
             return Delivery.RETRY_LATER
+        window_s = self.waha.window_s
+        last_in = self.redis.hget(chat.ck.state, "last_seen_ms") if window_s else None
         for raw in outbox:
             if not chat.heartbeat():
                 return Delivery.LOST_LEASE
             entry = json.loads(raw)
+            template = None
+            if window_s and not window.is_open(int(last_in) if last_in else None, window_s, now_ms()):
+                template = window.template_for(chat.settings.meta_templates, entry.get("kind") or "")
+                if template is None:
+                    self._hold_outside_window(chat, entry, int(last_in) if last_in else None)
+                    continue
             try:
-                waha_id = self._send(chat, entry)
+                waha_id = self._send(chat, entry, template)
             except WahaSessionNotReady as e:
                 self.hold(chat.sk, str(e))
                 return Delivery.HELD
@@ -81,9 +95,11 @@ class Sender:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE
 
-    def _send(self, chat: ChatStore, entry: dict) -> str:
+    def _send(self, chat: ChatStore, entry: dict, template: Template | None = None) -> str:
         session, chat_id, text = chat.session, chat.chat_id, entry["text"]
         settings = chat.settings
+        if template is not None:  # outside the window: the approved template, no read mark or typing to show
+            return self.waha.send_template(session, chat_id, template, text)
         if entry.get("seen"):
             self._best_effort(self.waha.send_seen, session, chat_id, entry["seen"])
         pause_ms = min(settings.typing_max_ms, settings.typing_ms_per_char * len(text))
@@ -123,6 +139,20 @@ class Sender:
         keep = chat.settings.deadletter_max
         write_dead_letter(self.redis, SEND, error, keep, session=chat.session, chat=chat.chat_id, reply_id=entry["id"])
         log.error("WAHA refused a reply to %s for good: %s", mask_chat(chat.chat_id, chat.settings.mask_phones), error)
+
+    def _hold_outside_window(self, chat: ChatStore, entry: dict, last_in_ms: int | None) -> None:
+        """Not sendable now and no template for it: kept in the dead letters with its text, never dropped."""
+        since = f"last message from the person at {last_in_ms} ms" if last_in_ms else "the person never wrote"
+        error = (
+            f"{OUTSIDE_WINDOW}: the 24-hour window is closed ({since}) and no template is set for {entry.get('kind')!r}"
+        )
+        keep = chat.settings.deadletter_max
+        write_dead_letter(
+            self.redis, SEND, error, keep, session=chat.session, chat=chat.chat_id, reply_id=entry["id"],
+            text=entry.get("text", ""), purpose=entry.get("kind") or "reply",
+        )  # fmt: skip
+        self._record(chat, entry["id"], "", "HELD")
+        log.warning("held a reply to %s: %s", mask_chat(chat.chat_id, chat.settings.mask_phones), error)
 
     # --- session hold (422) -------------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ from wsm.ingest.ingestor import Ingestor, Outcome
 from wsm.ingest.read_deadline import read_deadlines
 from wsm.metrics import record
 from wsm.metrics.endpoint import is_metrics_path, metrics_response
+from wsm.providers import inbound
 from wsm.store.connection import get_redis, redis_errors
-from wsm.waha.event import Message, parse_body, parse_event
+from wsm.waha.event import Ignored, Message, parse_body, parse_event
 from wsm.waha.signature import verify_hmac, verify_timestamp
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,13 @@ def handle(request: flask.Request) -> Response:
             if request.method != "GET":
                 return {"error": "method not allowed; /healthz answers GET"}, 405, {"Allow": "GET"}
             return healthz(settings)
+        provider = inbound.provider_for_path(request.path, settings)
+        if provider != inbound.WAHA or not inbound.served(provider, settings):  # the Cloud API and Evolution
+            raw = read_body(request, settings) if request.method == "POST" else b""
+            status, headers, body = inbound.handle(
+                provider, request.method, request.args, request.headers, raw, settings
+            )
+            return flask.Response(body, status, headers)
         if request.method != "POST":
             return {"error": "method not allowed; WAHA webhooks are POSTed"}, 405, {"Allow": "POST"}
         raw = read_body(request, settings)
@@ -53,7 +61,8 @@ def handle(request: flask.Request) -> Response:
         if settings.webhook_max_skew_s and str(body.get("timestamp")) != request.headers.get("X-Webhook-Timestamp"):
             raise BadRequest("X-Webhook-Timestamp does not match the signed body timestamp", status=401)
         event = parse_event(body)
-        outcome = ingestor(settings).ingest(event)
+        session_settings = settings if isinstance(event, Ignored) else settings.for_session(event.session)
+        outcome = ingestor(session_settings).ingest(event)
     except BadRequest as e:
         log.info("refused %s: %s", e.status, e)
         record.webhook_event(name, f"refused_{e.status}")
@@ -103,7 +112,8 @@ def ingestor(settings: Settings) -> Ingestor:
     key = id(settings)
     found = _ingestors.get(key)
     if found is None:
-        _ingestors.clear()
+        if not settings.sessions_file or len(_ingestors) > 256:  # per-session settings live beside each other
+            _ingestors.clear()
         found = _ingestors[key] = Ingestor(get_redis(settings.redis_url), settings)
     return found
 

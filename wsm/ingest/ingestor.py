@@ -127,7 +127,7 @@ class Ingestor:
         result = self._write(
             self.scripts.apply_ack,
             [sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
-            [ack.message_id, ack.ack, ack.ack_name, now_ms()],
+            [ack.message_id, ack.ack, ack.ack_name, now_ms(), "1" if ack.unordered else "0", ack.error],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 class WahaClient:
     """urllib3 directly rather than requests: two calls per reply, and requests' per-call work showed in profiles."""
 
+    provider = "waha"  # the provider seam (wsm.providers.base.Outbound)
+    window_s = 0  # WhatsApp Web has no customer-service window
+
     def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0, pool_size: int = 64) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -41,6 +44,10 @@ class WahaClient:
         """Send a text; returns WAHA's message id ('' when this engine's answer has none)."""
         answer = self._post("/api/sendText", {"session": session, "chatId": chat_id, "text": text})
         return _message_id(answer)
+
+    def send_template(self, session: str, chat_id: str, template: object, text: str) -> str:
+        """No templates on WhatsApp Web: the text itself (never called while ``window_s`` is 0)."""
+        return self.send_text(session, chat_id, text)
 
     def send_seen(self, session: str, chat_id: str, message_ids: list[str] | None = None) -> None:
         body: dict[str, Any] = {"session": session, "chatId": chat_id}

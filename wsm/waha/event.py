@@ -56,6 +56,8 @@ class Ack:
     message_id: str
     ack: int
     ack_name: str
+    unordered: bool = False  # statuses may come in any order (Cloud API): ranked so the order does not matter
+    error: str = ""  # why it failed, when the provider says (kept on the message)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Two sources, both only trusted when they name a plain phone chat:
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from wsm.core.errors import WahaRetryable
 
@@ -21,6 +21,7 @@ LID_SUFFIX = "@lid"
 _PHONE = re.compile(r"^(\d{5,20})(?::\d{1,4})?@(?:c\.us|s\.whatsapp\.net)$")  # whatsmeow may add ":<device>"
 
 
+@runtime_checkable
 class LidLookup(Protocol):
     """Who can ask WAHA (:class:`wsm.waha.client.WahaClient`); a protocol so the webhook's code never imports
     the HTTP client (its bundle ships without urllib3)."""
