@@ -248,7 +248,8 @@ def _send(sim: WahaSimulator, body: Any) -> Reply:
     if not (phone or lid) or not isinstance(text, str) or not text.strip():
         return _bad("phone (digits) and text are required")
     chat_id = f"{lid}@lid" if lid else f"{phone}@c.us"
-    message_id = sim.send_message(chat_id, text, phone_alt=f"{phone}@c.us" if lid and phone else None)
+    extra = {"phone_alt": f"{phone}@c.us"} if lid and phone else {}  # only WAHA's dialect speaks @lid
+    message_id = sim.send_message(chat_id, text, **extra)
     return Reply(200, {"id": message_id, "chat_id": chat_id, "webhook": bool(sim.webhook_url)})
 
 
