@@ -70,13 +70,13 @@ def ingest(r: redis.Redis, msg: Message, record: str, extra: list[str | int] | N
     now = now_ms()
     return Scripts(r).ingest_message(
         keys=[
-            SK.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, SK.ready,
+            SK.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, SK.ready,
             SK.active, SK.queue, SK.queue_seq, SK.notify_due, SK.early_ack(msg.message_id),
         ],
         args=[
             msg.message_id, record, msg.direction, now, 3600, 100, 1, msg.chat_id, "default", keys.EVENTS_CHANNEL,
             3600, 100, 60_000, "1" if msg.typed_on_phone else "0",
-            ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+            ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, 50, 1000,
         ],
     )  # fmt: skip
 

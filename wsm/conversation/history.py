@@ -1,4 +1,8 @@
-"""Reading a chat's history: the ordered ids in ``log`` joined with their records in ``msgs``."""
+"""Reading a chat's history: its ``history`` list of compact records, decoded (:mod:`wsm.store.record_codec`).
+
+A chat still in the old layout (``log`` ids + ``msgs`` records, before ``wsm migrate``) is read too:
+those records are older than anything in ``history``, so they come first.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import redis
 
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.connection import redis_errors
 
 
@@ -16,6 +20,12 @@ def read_history(client: redis.Redis, session: str, chat_id: str, last: int | No
     ck = keys.SessionKeys(session).chat(chat_id)
     start = -last if last else 0
     with redis_errors():
-        ids = client.lrange(ck.log, start, -1)
-        records = client.hmget(ck.msgs, ids) if ids else []
-    return [json.loads(raw) for raw in records if raw]
+        records = [record_codec.decode(raw) for raw in client.lrange(ck.history, start, -1)]
+        if (last is None or len(records) < last) and client.exists(ck.log):
+            records = _old_layout(client, ck) + records
+    return records[-last:] if last else records
+
+
+def _old_layout(client: redis.Redis, ck: keys.ChatKeys) -> list[dict[str, Any]]:
+    ids = client.lrange(ck.log, 0, -1)
+    return [json.loads(raw) for raw in (client.hmget(ck.msgs, ids) if ids else []) if raw]

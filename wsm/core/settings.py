@@ -92,6 +92,9 @@ class Settings:
     llm_max_tool_calls: int
     llm_max_turn_tokens: int
     llm_history_tokens: int
+    # storage (compact chat records): dedupe by the chat's recent history, then a bounded list of older ids
+    dedupe_window: int = 50
+    dedupe_max: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,6 +147,9 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
+            # storage
+            dedupe_window=max(1, _int("WSM_DEDUPE_WINDOW", 50)),
+            dedupe_max=max(1, _int("WSM_DEDUPE_MAX", 1000)),
         )
 
     def redacted(self) -> dict[str, object]:

@@ -17,7 +17,7 @@ from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, EndReason
 from wsm.metrics import record as metrics
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.connection import redis_errors
 from wsm.store.group_commit import GroupCommit
 from wsm.store.scripts import Scripts
@@ -71,11 +71,11 @@ class Ingestor:
         ck = sk.chat(msg.chat_id)
         s = self.settings
         now = now_ms()
-        record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
+        record = record_codec.encode({**msg.record, "received_ms": now})
         result = self.group.call(
             self.scripts.ingest_message,
             [
-                sk.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, sk.ready,
+                sk.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, sk.ready,
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
@@ -83,6 +83,7 @@ class Ingestor:
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+                s.dedupe_window, s.dedupe_max,
             ],
         )  # fmt: skip
         verdict = result[0]
@@ -101,7 +102,7 @@ class Ingestor:
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)
         result = self.scripts.apply_ack(
-            keys=[sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
+            keys=[sk.chat(ack.chat_id).history, sk.early_ack(ack.message_id)],
             args=[ack.message_id, ack.ack, ack.ack_name, now_ms()],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})

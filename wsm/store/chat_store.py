@@ -32,7 +32,7 @@ from wsm.core.clock import now_ms
 from wsm.core.errors import WsmError
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, ended_status
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
 
@@ -73,7 +73,7 @@ class ChatStore:
         self.token, flat_state, inbox = found
         self._renewed_at = time.monotonic()
         state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
-        return Snapshot(state, [json.loads(raw) for raw in inbox])
+        return Snapshot(state, [record_codec.decode(raw) for raw in inbox])
 
     def heartbeat(self) -> bool:
         """Extend the lease; False means another handler owns the chat now and we must stop.
@@ -144,7 +144,7 @@ class ChatStore:
         replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms)] if turn.text else []
         result = self.scripts.commit_turn(
             keys=[
-                self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
+                self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.history, self.ck.seen,
                 self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
                 self.sk.handle_stats, self.sk.queue_seq, due_key, then_key,
             ],
@@ -154,6 +154,7 @@ class ChatStore:
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
                 uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
                 ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING, due_member, then_member, then_score,
+                s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s,
             ],
         )  # fmt: skip
         return result == "ok"
@@ -163,7 +164,7 @@ class ChatStore:
         """A history-only record (an agent's tool call): kept in the chat's history, never sent."""
         record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex)
         full = {"timestamp": now_ms() / 1000, **record, "id": record_id}
-        return {"id": record_id, "entry": "", "record": json.dumps(full, ensure_ascii=False)}
+        return {"id": record_id, "entry": "", "record": record_codec.encode(full)}
 
     @staticmethod
     def _reply(text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
@@ -174,4 +175,4 @@ class ChatStore:
             entry["first_reply_to_ms"] = first_reply_to_ms
         record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
         record["source"] = "bot"
-        return {"id": reply_id, "entry": json.dumps(entry), "record": json.dumps(record, ensure_ascii=False)}
+        return {"id": reply_id, "entry": json.dumps(entry), "record": record_codec.encode(record)}

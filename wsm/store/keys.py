@@ -9,10 +9,9 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 
 | key | type | holds | written by | bound / expiry |
 | --- | --- | --- | --- | --- |
-| ``seen:<payload.id>`` | string | "1": this message id is already stored | ingest, outbound record | ``WSM_DEDUPE_TTL_S`` (24 h) |
-| ``chat:<C>:log`` | list | message ids of the chat, oldest first | ingest, worker | ``WSM_HISTORY_MAX`` (LTRIM) |
-| ``chat:<C>:msgs`` | hash | message id -> JSON record (direction, text, status, media...) | ingest, worker, ack | same ids as ``log`` |
-| ``chat:<C>:inbox`` | list | record JSON of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
+| ``chat:<C>:history`` | list | the chat's messages, oldest first, one compact JSON record each (:mod:`wsm.store.record_codec`) | ingest, worker, ack, outbox | ``WSM_HISTORY_MAX`` (LTRIM); ``WSM_STATE_RETENTION_S`` |
+| ``chat:<C>:seen`` | list | ids that left the history's dedupe window (the last ``WSM_DEDUPE_WINDOW`` records) | ingest, worker, outbox | ``WSM_DEDUPE_MAX`` ids; ``WSM_DEDUPE_TTL_S`` after the last one |
+| ``chat:<C>:inbox`` | list | compact record JSON of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
 | ``chat:<C>:state`` | hash | see below | ingest, worker, notifier, outbox | ``WSM_STATE_RETENTION_S`` after last activity |
 | ``chat:<C>:outbox`` | list | JSON replies not yet confirmed sent, in order | worker, notifier | drained by the sender |
 | ``chat:<C>:lease`` | string | fencing token of the process holding the chat | worker, notifier | ``WSM_LEASE_MS`` |
@@ -28,6 +27,12 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``sweep:cursor`` | string | SSCAN cursor of the tick's walk through ``ready`` (0: start again) | worker | 1 per session |
 | ``session`` | hash | WAHA session ``status``, ``updated_ms``, ``event_ms``, ``changed_ms``; ``held_ms`` while sends are held (422) | webhook (status), outbox (``held_ms``) | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
+
+Dedupe: a message id is known when it is in the last ``WSM_DEDUPE_WINDOW`` records of the chat's history
+or in its ``seen`` list (see README, "Redis data layout"). The old layout (``chat:<C>:log`` ids +
+``chat:<C>:msgs`` id -> JSON, one ``seen:<id>`` string per message) is read by ``wsm migrate``
+(:mod:`wsm.store.migrate`), which folds it into ``history``; until it expires, a ``seen:<id>`` marker
+still counts as known.
 
 Fields of ``chat:<C>:state`` (all strings; times in ms since the epoch):
 
@@ -110,6 +115,7 @@ class SessionKeys:
         self.offers_sent = f"{tag}:waitlist:sent"  # waitlist offers sent, awaiting an answer (see reminders)
 
     def seen(self, message_id: str) -> str:
+        """The old layout's dedupe marker of one message (still honoured until it expires)."""
         return f"{self.tag}:seen:{message_id}"
 
     def early_ack(self, message_id: str) -> str:
@@ -135,8 +141,10 @@ class ChatKeys:
     def __init__(self, tag: str, chat_id: str) -> None:
         base = f"{tag}:chat:{chat_id}"
         self.chat_id = chat_id
-        self.log = f"{base}:log"
-        self.msgs = f"{base}:msgs"
+        self.history = f"{base}:history"
+        self.seen = f"{base}:seen"
+        self.log = f"{base}:log"  # old layout (ids), read by wsm migrate
+        self.msgs = f"{base}:msgs"  # old layout (id -> JSON), read by wsm migrate
         self.inbox = f"{base}:inbox"
         self.state = f"{base}:state"
         self.outbox = f"{base}:outbox"
@@ -145,7 +153,9 @@ class ChatKeys:
 
     def all(self) -> list[str]:
         """Every key that holds this chat's data (for export and erase)."""
-        return [self.log, self.msgs, self.inbox, self.state, self.outbox, self.lease, self.notify]
+        return [
+            self.history, self.seen, self.inbox, self.state, self.outbox, self.lease, self.notify, self.log, self.msgs,
+        ]  # fmt: skip
 
 
 class ScheduleKeys:

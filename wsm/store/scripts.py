@@ -31,8 +31,11 @@ NAMES = (
     "schedule_waitlist",
     "schedule_erase",
     "calendar_lock",
+    "migrate_chat",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
+HISTORY_LIB = "_history_lib"  # the history list and dedupe helpers, put in front of the scripts that use them
+HISTORY_USERS = ("ingest_message", "commit_turn", "apply_ack", "outbox_sent", "migrate_chat")
 
 
 @cache
@@ -40,6 +43,8 @@ def _source(name: str) -> str:
     text = resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
     if name.startswith("schedule_"):
         return _source(SCHEDULE_LIB) + "\n" + text
+    if name in HISTORY_USERS:
+        return _source(HISTORY_LIB) + "\n" + text
     return text
 
 
@@ -68,3 +73,4 @@ class Scripts:
     schedule_waitlist: Script
     schedule_erase: Script
     calendar_lock: Script
+    migrate_chat: Script

@@ -1,10 +1,10 @@
 -- ingest_message: store one WAHA message exactly once, and route an inbound one to a slot or the queue.
--- All-or-nothing: the dedupe marker is set in the same script that persists, so a failure leaves no marker.
+-- All-or-nothing: the id is known (history, seen) only once the record is stored, by this same script.
 --
--- KEYS[1]  seen:<message id>   string  dedupe marker
--- KEYS[2]  chat log            list    message ids, oldest first
--- KEYS[3]  chat msgs           hash    id -> record JSON
--- KEYS[4]  chat inbox          list    record JSON of unhandled inbound messages
+-- KEYS[1]  seen:<message id>   string  the old layout's dedupe marker (read only; it expires)
+-- KEYS[2]  chat history        list    compact record JSON, oldest first (_history_lib)
+-- KEYS[3]  chat seen           list    ids that left the history's dedupe window
+-- KEYS[4]  chat inbox          list    compact record JSON of unhandled inbound messages
 -- KEYS[5]  chat state          hash
 -- KEYS[6]  ready               set     chats with work for the worker
 -- KEYS[7]  active              zset    chats holding a slot (score = last activity ms)
@@ -18,36 +18,31 @@
 -- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
 -- ARGV[14] "1" when this outbound message was typed on the phone (WAHA source "app"), else "0"
 -- ARGV[15..17] chat statuses active, waiting, handoff   ARGV[18] end reason handoff  (wsm.core.status)
+-- ARGV[19] dedupe window (records)   ARGV[20] dedupe max (ids kept in seen)
 -- An outbound message typed on the phone means a human took over the chat: the bot
 -- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
 
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
+local window = tonumber(ARGV[19])
+if redis.call('EXISTS', KEYS[1]) == 1 or is_known(KEYS[2], KEYS[3], ARGV[1], window) then
   return {'duplicate'}
 end
 
-local id, record, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
+local record, now, chat = ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local ACTIVE, WAITING, HANDOFF, ENDED_BY_HANDOFF = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
 local early = redis.call('GET', KEYS[11])
 if early then
   local rec = cjson.decode(record)
   local ack = cjson.decode(early)
-  rec['status'] = ack['status']
-  rec['ack'] = ack['ack']
+  rec['s'] = ack['status']
+  rec['a'] = ack['ack']
   record = cjson.encode(rec)
   redis.call('DEL', KEYS[11])
 end
 
-redis.call('HSET', KEYS[3], id, record)
-local length = redis.call('RPUSH', KEYS[2], id)
-local excess = length - tonumber(ARGV[6])
-if excess > 0 then
-  local old = redis.call('LPOP', KEYS[2], excess)
-  redis.call('HDEL', KEYS[3], unpack(old))
-end
 local retention = ARGV[11]
-redis.call('EXPIRE', KEYS[2], retention)
-redis.call('EXPIRE', KEYS[3], retention)
+redis.call('RPUSH', KEYS[2], record)
+appended(KEYS[2], KEYS[3], 1, window, tonumber(ARGV[6]), tonumber(ARGV[20]), ARGV[5], retention)
 if ARGV[3] == 'out' then
   redis.call('HSET', KEYS[5], 'last_out_ms', now)
   if ARGV[14] == '1' then

@@ -1,0 +1,61 @@
+-- _history_lib: helpers put in front of the scripts that touch a chat's history (see wsm/store/scripts.py).
+-- A chat's history is ONE list of compact JSON records, oldest first (wsm/store/record_codec.py: "i" is the
+-- id). A message id is known (a duplicate) while it is among the last `window` records, or in the chat's
+-- `seen` list, which takes the ids that leave that window (bounded by count, expiring after the last one).
+
+local function id_pattern(id)
+  local escaped = string.gsub(id, '%p', '%%%0')
+  escaped = string.gsub(escaped, '%%/', '\\?/')  -- cjson writes "/" as "\/"
+  return '"i"%s*:%s*"' .. escaped .. '"'
+end
+
+-- The newest record with this id among the last `depth` records (all when depth <= 0):
+-- its 0-based index, raw JSON and decoded table; nil when absent. Reads from the tail in chunks.
+local function find_record(key, id, depth)
+  local pattern = id_pattern(id)
+  local length = redis.call('LLEN', key)
+  local floor = 0
+  if depth > 0 then floor = math.max(0, length - depth) end
+  local stop = length - 1
+  while stop >= floor do
+    local start = math.max(floor, stop - 63)
+    local chunk = redis.call('LRANGE', key, start, stop)
+    for j = #chunk, 1, -1 do
+      if string.find(chunk[j], pattern) then
+        local rec = cjson.decode(chunk[j])
+        if rec['i'] == id then return start + j - 1, chunk[j], rec end
+      end
+    end
+    stop = start - 1
+  end
+  return nil
+end
+
+local function remember_ids(seen, ids, dedupe_max, dedupe_ttl)
+  if #ids == 0 then return end
+  redis.call('RPUSH', seen, unpack(ids))
+  redis.call('LTRIM', seen, -dedupe_max, -1)
+  redis.call('EXPIRE', seen, dedupe_ttl)
+end
+
+local function is_known(history, seen, id, window)
+  if find_record(history, id, window) then return true end
+  return redis.call('LPOS', seen, id) ~= false
+end
+
+-- After `added` records were appended: the ids that left the window go to `seen`; the history is
+-- trimmed to `history_max` (those ids left the window before) and kept for `retention` seconds.
+local function appended(history, seen, added, window, history_max, dedupe_max, dedupe_ttl, retention)
+  window = math.min(window, history_max)
+  local left = {}
+  for j = added, 1, -1 do
+    local raw = redis.call('LINDEX', history, -(window + j))
+    if raw then
+      local id = cjson.decode(raw)['i']
+      if type(id) == 'string' then left[#left + 1] = id end
+    end
+  end
+  remember_ids(seen, left, dedupe_max, dedupe_ttl)
+  redis.call('LTRIM', history, -history_max, -1)
+  redis.call('EXPIRE', history, retention)
+end
