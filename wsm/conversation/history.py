@@ -20,7 +20,7 @@ def read_history(client: redis.Redis, session: str, chat_id: str, last: int | No
     ck = keys.SessionKeys(session).chat(chat_id)
     start = -last if last else 0
     with redis_errors():
-        records = [record_codec.decode(raw) for raw in client.lrange(ck.history, start, -1)]
+        records = [record_codec.decode(raw, chat_id) for raw in client.lrange(ck.history, start, -1)]
         if (last is None or len(records) < last) and client.exists(ck.log):
             records = _old_layout(client, ck) + records
     return records[-last:] if last else records

@@ -24,7 +24,7 @@ from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionN
 from wsm.core.privacy import mask_chat
 from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
 from wsm.waha.client import WahaClient
 
@@ -107,8 +107,11 @@ class Sender:
         sk, ck, filed_as, s = chat.sk, chat.ck, waha_id or reply_id, chat.settings
         chat.scripts.outbox_sent(
             keys=[ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as)],
-            args=[chat.token, reply_id, waha_id, now_ms(), s.dedupe_ttl_s, status, s.dedupe_window, s.dedupe_max],
-        )
+            args=[
+                chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
+                s.dedupe_window, s.dedupe_max,
+            ],
+        )  # fmt: skip
 
     def _retry_later(self, chat: ChatStore, error: str) -> None:
         attempts = int(self.redis.hincrby(chat.ck.state, "send_attempts", 1))

@@ -71,7 +71,7 @@ class Ingestor:
         ck = sk.chat(msg.chat_id)
         s = self.settings
         now = now_ms()
-        record = record_codec.encode({**msg.record, "received_ms": now})
+        record = record_codec.encode({**msg.record, "received_ms": now}, msg.chat_id)
         result = self.group.call(
             self.scripts.ingest_message,
             [
@@ -79,7 +79,8 @@ class Ingestor:
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
-                msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
+                record_codec.compact_id(msg.message_id, msg.chat_id), record, msg.direction, now, s.dedupe_ttl_s,
+                s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
@@ -103,7 +104,7 @@ class Ingestor:
         sk = keys.SessionKeys(ack.session)
         result = self.scripts.apply_ack(
             keys=[sk.chat(ack.chat_id).history, sk.early_ack(ack.message_id)],
-            args=[ack.message_id, ack.ack, ack.ack_name, now_ms()],
+            args=[record_codec.compact_id(ack.message_id, ack.chat_id), ack.ack, ack.ack_name, now_ms()],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 

@@ -68,7 +68,7 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "history": read_history(client, session, chat_id),
             "state": state,
-            "inbox": [record_codec.decode(raw) for raw in inbox],
+            "inbox": [record_codec.decode(raw, chat_id) for raw in inbox],
             "outbox": [json.loads(raw) for raw in outbox],
             "notify": notify,
             "attendance": {
@@ -78,7 +78,7 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
                 "has_pending_work": bool(ready),
                 "being_handled": bool(leased),
             },
-            "dedupe_ids": client.lrange(ck.seen, 0, -1),  # ids past the history's dedupe window
+            "dedupe_ids": [record_codec.full_id(i, chat_id) for i in client.lrange(ck.seen, 0, -1)],  # past the window
             "dedupe_markers": sorted(markers["seen"]),  # the old layout's seen:<id> keys
             "early_acks": {name: json.loads(raw) for name, raw in early_acks.items() if raw},
             "deadletter": [json.loads(raw) for raw in _deadletter_entries(client, chat_id)],
@@ -120,9 +120,10 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
 
 def _message_ids(client: redis.Redis, ck: keys.ChatKeys) -> set[str]:
     """Every message id the chat's keys mention: history, seen, inbox and outbox (WAHA's and ours), old layout too."""
-    ids = set(client.lrange(ck.seen, 0, -1)) | set(client.lrange(ck.log, 0, -1)) | set(client.hkeys(ck.msgs))
+    ids = {record_codec.full_id(i, ck.chat_id) for i in client.lrange(ck.seen, 0, -1)}
+    ids |= set(client.lrange(ck.log, 0, -1)) | set(client.hkeys(ck.msgs))
     stored = client.lrange(ck.history, 0, -1) + client.lrange(ck.inbox, 0, -1)
-    records = [record_codec.decode(raw) for raw in stored]
+    records = [record_codec.decode(raw, ck.chat_id) for raw in stored]
     records += [json.loads(raw) for raw in client.hvals(ck.msgs) + client.lrange(ck.outbox, 0, -1)]
     for record in records:
         ids |= {record[name] for name in ("id", "local_id") if isinstance(record.get(name), str)}

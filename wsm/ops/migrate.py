@@ -49,13 +49,14 @@ def migrate_chat(client: redis.Redis, scripts: Scripts, settings: Settings, sess
         pipe.lrange(ck.log, 0, -1)
         pipe.hgetall(ck.msgs)
         ids, by_id = pipe.execute()
-        kept = [(i, json.loads(by_id[i])) for i in ids if i in by_id]
+        kept = [i for i in ids if i in by_id]
+        records = [record_codec.encode(json.loads(by_id[i]), chat_id) for i in kept]
         result = scripts.migrate_chat(
             keys=[ck.log, ck.msgs, ck.history, ck.seen],
             args=[
-                len(ids), len(by_id), json.dumps([record_codec.encode(r) for _, r in kept]),
-                json.dumps([i for i, _ in kept]), settings.history_max, settings.dedupe_window,
-                settings.dedupe_max, settings.dedupe_ttl_s, settings.state_retention_s,
+                len(ids), len(by_id), json.dumps(records), json.dumps([record_codec.compact_id(i, chat_id) for i in kept]),
+                settings.history_max, settings.dedupe_window, settings.dedupe_max, settings.dedupe_ttl_s,
+                settings.state_retention_s,
             ],
         )  # fmt: skip
         if result[0] == "migrated":

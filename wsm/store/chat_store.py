@@ -36,6 +36,8 @@ from wsm.store import keys, record_codec
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
 
+LOCAL_ID_HEX = 16  # our ids (replies, history-only records) are unique within one chat: 64 random bits suffice
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -73,7 +75,7 @@ class ChatStore:
         self.token, flat_state, inbox = found
         self._renewed_at = time.monotonic()
         state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
-        return Snapshot(state, [record_codec.decode(raw) for raw in inbox])
+        return Snapshot(state, [record_codec.decode(raw, self.chat_id) for raw in inbox])
 
     def heartbeat(self) -> bool:
         """Extend the lease; False means another handler owns the chat now and we must stop.
@@ -159,20 +161,18 @@ class ChatStore:
         )  # fmt: skip
         return result == "ok"
 
-    @staticmethod
-    def _record(record: dict[str, object]) -> dict[str, str]:
+    def _record(self, record: dict[str, object]) -> dict[str, str]:
         """A history-only record (an agent's tool call): kept in the chat's history, never sent."""
-        record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex)
+        record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex[:LOCAL_ID_HEX])
         full = {"timestamp": now_ms() / 1000, **record, "id": record_id}
-        return {"id": record_id, "entry": "", "record": record_codec.encode(full)}
+        return {"id": record_id, "entry": "", "record": record_codec.encode(full, self.chat_id)}
 
-    @staticmethod
-    def _reply(text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
-        reply_id = "wsm_" + uuid.uuid4().hex
+    def _reply(self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
+        reply_id = "wsm_" + uuid.uuid4().hex[:LOCAL_ID_HEX]
         now = now_ms()
         entry: dict[str, object] = {"id": reply_id, "text": text, "kind": kind, "seen": seen_ids, "created_ms": now}
         if first_reply_to_ms:
             entry["first_reply_to_ms"] = first_reply_to_ms
         record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
         record["source"] = "bot"
-        return {"id": reply_id, "entry": json.dumps(entry), "record": record_codec.encode(record)}
+        return {"id": reply_id, "entry": json.dumps(entry), "record": record_codec.encode(record, self.chat_id)}
