@@ -51,10 +51,11 @@ def migrate_chat(client: redis.Redis, scripts: Scripts, settings: Settings, sess
         ids, by_id = pipe.execute()
         kept = [i for i in ids if i in by_id]
         records = [record_codec.encode(json.loads(by_id[i]), chat_id) for i in kept]
+        stored_ids = [record_codec.compact_id(i, chat_id) for i in kept]
         result = scripts.migrate_chat(
             keys=[ck.log, ck.msgs, ck.history, ck.seen],
             args=[
-                len(ids), len(by_id), json.dumps(records), json.dumps([record_codec.compact_id(i, chat_id) for i in kept]),
+                len(ids), len(by_id), json.dumps(records), json.dumps(stored_ids),
                 settings.history_max, settings.dedupe_window, settings.dedupe_max, settings.dedupe_ttl_s,
                 settings.state_retention_s,
             ],
