@@ -1,14 +1,16 @@
-"""The compact form a history record takes in Redis: short keys, no spaces (``chat:<C>:history``, ``inbox``).
+"""The compact form a history record takes in Redis (``chat:<C>:history``, ``inbox``): a positional JSON array.
 
-A record as the rest of the code sees it (``{"id": ..., "direction": ..., "text": ...}``) is stored with
-one-letter keys, so 20 messages of 40 characters cost ~2 KB instead of ~7 KB. The Lua scripts that update
-a record in place (ack, sent) use the short keys too: ``i`` id, ``s`` status, ``a`` ack, ``M`` status ms,
-``S`` sent ms, ``l`` local id. A key outside the table is kept as is; one that could be read as a short
-key (or starts with ``~``) is escaped with a leading ``~``, so any record comes back exactly.
+A record as the rest of the code sees it (``{"id": ..., "direction": ..., "text": ...}``) is stored as
+``[id, direction, text, timestamp, status, ack, source, received_ms, sent_ms, local_id, status_ms,
+reply_to, media, extras]`` (:data:`FIELDS`): no key names, ``null`` where a field is absent, trailing
+nulls dropped. ``extras`` (a JSON object, always the 14th element when present) holds any other field
+and a known field whose value is ``null``, so every record comes back exactly. The Lua scripts that
+update a record in place use the same positions (1-based there: 1 id, 5 status, 6 ack, 9 sent ms,
+10 local id, 11 status ms; see ``_history_lib.lua``).
 
 WAHA's message ids repeat the chat (``true_5511...@c.us_3EB0...``); inside the chat's own keys the
 chat is dropped (``t~3EB0...``, ``f~`` for ``false_``): :func:`compact_id`, :func:`full_id`. The scripts
-get and compare ids in that form (history ``i``, ``l``, ``r``; the ``seen`` list).
+get and compare ids in that form (history id, local id, reply-to; the ``seen`` list).
 """
 
 from __future__ import annotations
@@ -16,41 +18,52 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SHORT = {
-    "id": "i",
-    "direction": "d",
-    "text": "t",
-    "timestamp": "T",
-    "status": "s",
-    "ack": "a",
-    "source": "o",
-    "reply_to": "r",
-    "media": "m",
-    "received_ms": "R",
-    "status_ms": "M",
-    "sent_ms": "S",
-    "local_id": "l",
-}
-LONG = {short: long for long, short in SHORT.items()}
-ESCAPE = "~"
+FIELDS = (
+    "id",
+    "direction",
+    "text",
+    "timestamp",
+    "status",
+    "ack",
+    "source",
+    "received_ms",
+    "sent_ms",
+    "local_id",
+    "status_ms",
+    "reply_to",
+    "media",
+)
+POSITION = {name: i for i, name in enumerate(FIELDS)}
 ID_FIELDS = ("id", "local_id", "reply_to")
+ESCAPE = "~"
 FLAGS = {"t": "true", "f": "false"}
 
 
 def encode(record: dict[str, Any], chat_id: str) -> str:
     """The stored JSON of a record of ``chat_id``."""
-    short = {
-        _short(k): compact_id(v, chat_id) if k in ID_FIELDS and isinstance(v, str) else v for k, v in record.items()
-    }
-    return json.dumps(short, separators=(",", ":"), ensure_ascii=False)
+    values: list[Any] = [None] * len(FIELDS)
+    extras: dict[str, Any] = {}
+    for name, value in record.items():
+        if name in ID_FIELDS and isinstance(value, str):
+            value = compact_id(value, chat_id)
+        if name in POSITION and value is not None:
+            values[POSITION[name]] = value
+        else:
+            extras[name] = value
+    if extras:
+        values.append(extras)
+    while values and values[-1] is None:
+        values.pop()
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(raw: str, chat_id: str) -> dict[str, Any]:
-    """A stored record of ``chat_id`` as the code reads it (long keys, full ids)."""
-    record = {_long(k): v for k, v in json.loads(raw).items()}
-    for name in ID_FIELDS:
-        if isinstance(record.get(name), str):
-            record[name] = full_id(record[name], chat_id)
+    """A stored record of ``chat_id`` as the code reads it (named fields, full ids)."""
+    values = json.loads(raw)
+    record: dict[str, Any] = dict(values[len(FIELDS)]) if len(values) > len(FIELDS) else {}
+    for name, value in zip(FIELDS, values, strict=False):
+        if value is not None:
+            record[name] = full_id(value, chat_id) if name in ID_FIELDS and isinstance(value, str) else value
     return record
 
 
@@ -72,15 +85,3 @@ def full_id(stored: str, chat_id: str) -> str:
     if stored[1:2] == ESCAPE and stored[:1] in FLAGS:
         return f"{FLAGS[stored[0]]}_{chat_id}_{stored[2:]}"
     return stored
-
-
-def _short(key: str) -> str:
-    if key in SHORT:
-        return SHORT[key]
-    return ESCAPE + key if key in LONG or key.startswith(ESCAPE) else key
-
-
-def _long(key: str) -> str:
-    if key in LONG:
-        return LONG[key]
-    return key[1:] if key.startswith(ESCAPE) else key

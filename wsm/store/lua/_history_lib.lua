@@ -1,18 +1,34 @@
 -- _history_lib: helpers put in front of the scripts that touch a chat's history (see wsm/store/scripts.py).
--- A chat's history is ONE list of compact JSON records, oldest first (wsm/store/record_codec.py: "i" is the
--- id). A message id is known (a duplicate) while it is among the last `window` records, or in the chat's
--- `seen` list, which takes the ids that leave that window (bounded by count, expiring after the last one).
+-- A chat's history is ONE list of compact records, oldest first: positional JSON arrays
+-- (wsm/store/record_codec.py), 1-based here: [1] id [2] direction [3] text [4] timestamp [5] status
+-- [6] ack [7] source [8] received ms [9] sent ms [10] local id [11] status ms [12] reply to [13] media
+-- [14] extras. A message id is known (a duplicate) while it is among the last `window` records, or in
+-- the chat's `seen` list, which takes the ids that leave that window (bounded by count, expiring).
 
-local function id_pattern(id)
+local ID, STATUS, ACK, SENT_MS, LOCAL_ID, STATUS_MS = 1, 5, 6, 9, 10, 11
+
+-- Set a position, filling the gap with nulls (cjson writes no holes).
+local function set_field(rec, position, value)
+  for k = #rec + 1, position - 1 do rec[k] = cjson.null end
+  rec[position] = value
+end
+
+local function field(rec, position)
+  local value = rec[position]
+  if value == cjson.null then return nil end
+  return value
+end
+
+local function id_prefix(id)
   local escaped = string.gsub(id, '%p', '%%%0')
   escaped = string.gsub(escaped, '%%/', '\\?/')  -- cjson writes "/" as "\/"
-  return '"i"%s*:%s*"' .. escaped .. '"'
+  return '^%[%s*"' .. escaped .. '"'
 end
 
 -- The newest record with this id among the last `depth` records (all when depth <= 0):
 -- its 0-based index, raw JSON and decoded table; nil when absent. Reads from the tail in chunks.
 local function find_record(key, id, depth)
-  local pattern = id_pattern(id)
+  local prefix = id_prefix(id)
   local length = redis.call('LLEN', key)
   local floor = 0
   if depth > 0 then floor = math.max(0, length - depth) end
@@ -21,9 +37,9 @@ local function find_record(key, id, depth)
     local start = math.max(floor, stop - 63)
     local chunk = redis.call('LRANGE', key, start, stop)
     for j = #chunk, 1, -1 do
-      if string.find(chunk[j], pattern) then
+      if string.find(chunk[j], prefix) then
         local rec = cjson.decode(chunk[j])
-        if rec['i'] == id then return start + j - 1, chunk[j], rec end
+        if rec[ID] == id then return start + j - 1, chunk[j], rec end
       end
     end
     stop = start - 1
@@ -51,7 +67,7 @@ local function appended(history, seen, added, window, history_max, dedupe_max, d
   for j = added, 1, -1 do
     local raw = redis.call('LINDEX', history, -(window + j))
     if raw then
-      local id = cjson.decode(raw)['i']
+      local id = cjson.decode(raw)[ID]
       if type(id) == 'string' then left[#left + 1] = id end
     end
   end

@@ -34,8 +34,8 @@ local early = redis.call('GET', KEYS[11])
 if early then
   local rec = cjson.decode(record)
   local ack = cjson.decode(early)
-  rec['s'] = ack['status']
-  rec['a'] = ack['ack']
+  set_field(rec, STATUS, ack['status'])
+  set_field(rec, ACK, ack['ack'])
   record = cjson.encode(rec)
   redis.call('DEL', KEYS[11])
 end

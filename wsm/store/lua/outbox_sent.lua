@@ -2,9 +2,9 @@
 -- Sent: the reply is filed under WAHA's id; if WAHA's own echo of it (message.any, source "api") was
 -- stored first, the echo is folded in. Failed for good (WAHA refused it): marked FAILED.
 --
--- KEYS[1] chat lease  KEYS[2] chat outbox  KEYS[3] chat history  KEYS[4] chat seen
+-- KEYS[1] chat lease  KEYS[2] chat outbox  KEYS[3] chat history (_history_lib)  KEYS[4] chat seen
 -- KEYS[5] early ack of <waha id>
--- ARGV[1] lease token  ARGV[2] our reply id  ARGV[3] WAHA message id ("" if WAHA gave none)
+-- ARGV[1] lease token  ARGV[2] our reply id  ARGV[3] WAHA message id, compact ("" if WAHA gave none)
 -- ARGV[4] now (ms)  ARGV[5] dedupe ttl (s)  ARGV[6] "SENT" | "FAILED"
 -- ARGV[7] dedupe window (records)  ARGV[8] dedupe max (ids kept in seen)
 -- Returns "ok" | "lost_lease" | "not_head"
@@ -23,26 +23,26 @@ local index, _, rec = find_record(KEYS[3], ours, 0)
 if not index then
   return 'ok'  -- trimmed from history meanwhile
 end
-rec['s'] = ARGV[6]
-rec['S'] = tonumber(ARGV[4])
+set_field(rec, STATUS, ARGV[6])
+set_field(rec, SENT_MS, tonumber(ARGV[4]))
 if waha_id == '' then
   redis.call('LSET', KEYS[3], index, cjson.encode(rec))
   return 'ok'
 end
-rec['i'] = waha_id
-rec['l'] = ours
+rec[ID] = waha_id
+set_field(rec, LOCAL_ID, ours)
 local early = redis.call('GET', KEYS[5])
 if early then
   local ack = cjson.decode(early)
-  rec['s'] = ack['status']
-  rec['a'] = ack['ack']
+  set_field(rec, STATUS, ack['status'])
+  set_field(rec, ACK, ack['ack'])
   redis.call('DEL', KEYS[5])
 end
 local echo_index, echo_raw, echo = find_record(KEYS[3], waha_id, 0)
 if echo_index then
-  if echo['a'] and echo['a'] ~= cjson.null then
-    rec['a'] = echo['a']
-    rec['s'] = echo['s']
+  if field(echo, ACK) then
+    set_field(rec, ACK, field(echo, ACK))
+    set_field(rec, STATUS, field(echo, STATUS))
   end
   redis.call('LREM', KEYS[3], -1, echo_raw)
   if echo_index < index then index = index - 1 end
