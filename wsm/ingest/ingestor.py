@@ -102,9 +102,16 @@ class Ingestor:
 
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)
+        ck = sk.chat(ack.chat_id)
         result = self.scripts.apply_ack(
-            keys=[sk.chat(ack.chat_id).history, sk.early_ack(ack.message_id)],
-            args=[record_codec.compact_id(ack.message_id, ack.chat_id), ack.ack, ack.ack_name, now_ms()],
+            keys=[ck.history, sk.early_ack(ack.message_id), ck.seen],
+            args=[
+                record_codec.compact_id(ack.message_id, ack.chat_id),
+                ack.ack,
+                ack.ack_name,
+                now_ms(),
+                self.settings.dedupe_window,
+            ],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 

@@ -59,6 +59,15 @@ local function is_known(history, seen, id, window)
   return redis.call('LPOS', seen, id) ~= false
 end
 
+-- A stored record by id: the window first; deeper only when `seen` says the id left it, so looking up
+-- an id never stored (an early ack, a send with no echo yet) reads no more than the window.
+local function locate(history, seen, id, window)
+  local index, raw, rec = find_record(history, id, window)
+  if index then return index, raw, rec end
+  if redis.call('LPOS', seen, id) == false then return nil end
+  return find_record(history, id, 0)
+end
+
 -- After `added` records were appended: the ids that left the window go to `seen`; the history is
 -- trimmed to `history_max` (those ids left the window before) and kept for `retention` seconds.
 local function appended(history, seen, added, window, history_max, dedupe_max, dedupe_ttl, retention)

@@ -3,10 +3,12 @@
 --
 -- KEYS[1] chat history   list    compact records (_history_lib), searched from the newest
 -- KEYS[2] early ack      string  {"status":..., "ack":...}
+-- KEYS[3] chat seen      list    ids past the dedupe window (an id in neither is not stored)
 -- ARGV[1] message id (compact, as the history holds it)  ARGV[2] ack (-1..4)  ARGV[3] ack name  ARGV[4] now (ms)
+-- ARGV[5] dedupe window (records)
 -- Returns "updated" | "stale" | "pending"
 
-local index, _, rec = find_record(KEYS[1], ARGV[1], 0)
+local index, _, rec = locate(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[5]))
 local ack = tonumber(ARGV[2])
 if not index then
   redis.call('SET', KEYS[2], cjson.encode({status = ARGV[3], ack = ack}), 'EX', 3600)

@@ -19,7 +19,8 @@ end
 redis.call('LPOP', KEYS[2])
 
 local ours, waha_id = ARGV[2], ARGV[3]
-local index, _, rec = find_record(KEYS[3], ours, 0)
+local window = tonumber(ARGV[7])
+local index, _, rec = locate(KEYS[3], KEYS[4], ours, window)
 if not index then
   return 'ok'  -- trimmed from history meanwhile
 end
@@ -38,7 +39,7 @@ if early then
   set_field(rec, ACK, ack['ack'])
   redis.call('DEL', KEYS[5])
 end
-local echo_index, echo_raw, echo = find_record(KEYS[3], waha_id, 0)
+local echo_index, echo_raw, echo = locate(KEYS[3], KEYS[4], waha_id, window)
 if echo_index then
   if field(echo, ACK) then
     set_field(rec, ACK, field(echo, ACK))
@@ -48,7 +49,7 @@ if echo_index then
   if echo_index < index then index = index - 1 end
 end
 redis.call('LSET', KEYS[3], index, cjson.encode(rec))
-if redis.call('LLEN', KEYS[3]) - index > tonumber(ARGV[7]) then  -- filed outside the window: remember its id
+if redis.call('LLEN', KEYS[3]) - index > window then  -- filed outside the window: remember its id
   remember_ids(KEYS[4], {waha_id}, tonumber(ARGV[8]), ARGV[5])
 end
 return 'ok'
