@@ -34,7 +34,7 @@ def count_stored(client: redis.Redis, sk: keys.SessionKeys) -> int:
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
-    return sum(pipe.execute()) if names else 0
+    return sum(pipe.execute()) // 2 if names else 0  # id, body per message
 
 
 def settle(client: redis.Redis, sk: keys.SessionKeys) -> int:

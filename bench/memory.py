@@ -169,7 +169,7 @@ def _is_idle_conversation(client: redis.Redis, sk: keys.SessionKeys, chat: str) 
     pipe.exists(ck.inbox, ck.outbox, ck.lease)
     pipe.hget(ck.state, "status")
     history, leftovers, status = pipe.execute()
-    return history == 20 and leftovers == 0 and status == "closed"
+    return history == 2 * 20 and leftovers == 0 and status == "closed"  # id, body per message
 
 
 def run(plan: Plan, recorder: RecorderClient) -> tuple[dict, list[Row]]:

@@ -85,7 +85,7 @@ def ingest(r: redis.Redis, msg: Message, record: str, extra: list[str | int] | N
 
 def spaced_record(msg: Message) -> str:
     """The stored form of the record, re-indented: what the script must cope with, not only the compact form."""
-    spaced = json.dumps(json.loads(record_codec.encode(msg.record, msg.chat_id)), indent=1)
+    spaced = json.dumps(json.loads(record_codec.encode_pair(msg.record, msg.chat_id)[1]), indent=1)
     assert "\n " in spaced
     return spaced
 

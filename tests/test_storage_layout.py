@@ -42,14 +42,18 @@ def say(ing: Ingestor, text: str, **kw: object) -> tuple[str, dict]:
         {"id": "rec_1", "kind": "tool", "name": "book", "i": "looks short", "~x": 1, "args": {"i": [1, None]}},
         {"id": f"true_{CHAT}_X", "media": {"mimetype": "image/png", "url": None}, "reply_to": f"false_{CHAT}_Y"},
         {"id": "t~not-compacted", "text": "an id that only looks compact"},
+        {"id": "[not-a-body", "text": "an id that looks like a body"},
         {"id": f"false_120363@g.us_ABC_{CHAT}", "text": "a group message keeps its own id"},
     ],
 )
 def test_every_record_comes_back_exactly(record: dict) -> None:
-    stored = record_codec.encode(record, CHAT)
+    stored = record_codec.encode(record, CHAT)  # the inbox's form
     assert isinstance(json.loads(stored), list)
     assert record_codec.decode(stored, CHAT) == record
     assert CHAT not in json.loads(stored)[0] or "@g.us" in record["id"]  # the chat is not repeated in its own ids
+    stored_id, body = record_codec.encode_pair(record, CHAT)  # the history's form
+    assert not stored_id.startswith("[") and body.startswith("[")  # an id never looks like a body
+    assert record_codec.decode_pair(stored_id, body, CHAT) == record
 
 
 def test_a_40_character_message_costs_little_more_than_its_text() -> None:
@@ -57,8 +61,8 @@ def test_a_40_character_message_costs_little_more_than_its_text() -> None:
     record = {"id": f"false_{CHAT}_3EB0C431D2A5B8F4E6A1", "direction": "in", "text": text, "timestamp": 1764689426}
     record |= {"status": "received", "ack": 1, "source": "app", "received_ms": 1764689426123}
     old = json.dumps(record, ensure_ascii=False)
-    new = record_codec.encode(record, CHAT)
-    assert len(new.encode()) < len(text.encode()) + 80 < len(old.encode())
+    stored_id, body = record_codec.encode_pair(record, CHAT)
+    assert len(stored_id.encode()) + len(body.encode()) < len(text.encode()) + 80 < len(old.encode())
 
 
 # --- dedupe -----------------------------------------------------------------------------------------
@@ -150,5 +154,6 @@ def test_an_early_ack_is_folded_into_the_message_when_it_arrives(
 def test_the_stored_form_is_the_compact_one(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     ing = ingestor(r, monkeypatch)
     say(ing, "oi")
-    [raw] = r.lrange(CK.history, 0, -1)
-    assert raw.startswith('["f~') and CHAT not in raw and '"text"' not in raw
+    stored_id, body = r.lrange(CK.history, 0, -1)  # the id apart: a lookup is one LPOS
+    assert stored_id.startswith("f~") and CHAT not in body and '"text"' not in body
+    assert body.startswith('["in","oi",')

@@ -71,7 +71,7 @@ class Ingestor:
         ck = sk.chat(msg.chat_id)
         s = self.settings
         now = now_ms()
-        record = record_codec.encode({**msg.record, "received_ms": now}, msg.chat_id)
+        stored_id, body = record_codec.encode_pair({**msg.record, "received_ms": now}, msg.chat_id)
         result = self.group.call(
             self.scripts.ingest_message,
             [
@@ -79,7 +79,7 @@ class Ingestor:
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
-                record_codec.compact_id(msg.message_id, msg.chat_id), record, msg.direction, now, s.dedupe_ttl_s,
+                stored_id, body, msg.direction, now, s.dedupe_ttl_s,
                 s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from wsm.attendance.queue import admit_waiting
-from wsm.conversation.history import read_history
+from wsm.conversation.history import decode_history, read_history
 from wsm.delivery.deadletter import read_dead_letters, remove_dead_letter
 from wsm.schedule.book import erase_appointments, export_appointments
 from wsm.store import keys, record_codec
@@ -122,8 +122,8 @@ def _message_ids(client: redis.Redis, ck: keys.ChatKeys) -> set[str]:
     """Every message id the chat's keys mention: history, seen, inbox and outbox (WAHA's and ours), old layout too."""
     ids = {record_codec.full_id(i, ck.chat_id) for i in client.lrange(ck.seen, 0, -1)}
     ids |= set(client.lrange(ck.log, 0, -1)) | set(client.hkeys(ck.msgs))
-    stored = client.lrange(ck.history, 0, -1) + client.lrange(ck.inbox, 0, -1)
-    records = [record_codec.decode(raw, ck.chat_id) for raw in stored]
+    records = decode_history(client.lrange(ck.history, 0, -1), ck.chat_id)
+    records += [record_codec.decode(raw, ck.chat_id) for raw in client.lrange(ck.inbox, 0, -1)]
     records += [json.loads(raw) for raw in client.hvals(ck.msgs) + client.lrange(ck.outbox, 0, -1)]
     for record in records:
         ids |= {record[name] for name in ("id", "local_id") if isinstance(record.get(name), str)}

@@ -50,8 +50,8 @@ def migrate_chat(client: redis.Redis, scripts: Scripts, settings: Settings, sess
         pipe.hgetall(ck.msgs)
         ids, by_id = pipe.execute()
         kept = [i for i in ids if i in by_id]
-        records = [record_codec.encode(json.loads(by_id[i]), chat_id) for i in kept]
-        stored_ids = [record_codec.compact_id(i, chat_id) for i in kept]
+        pairs = [record_codec.encode_pair({**json.loads(by_id[i]), "id": i}, chat_id) for i in kept]
+        stored_ids, records = [p[0] for p in pairs], [p[1] for p in pairs]
         result = scripts.migrate_chat(
             keys=[ck.log, ck.msgs, ck.history, ck.seen],
             args=[

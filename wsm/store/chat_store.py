@@ -165,7 +165,8 @@ class ChatStore:
         """A history-only record (an agent's tool call): kept in the chat's history, never sent."""
         record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex[:LOCAL_ID_HEX])
         full = {"timestamp": now_ms() / 1000, **record, "id": record_id}
-        return {"id": record_id, "entry": "", "record": record_codec.encode(full, self.chat_id)}
+        stored_id, body = record_codec.encode_pair(full, self.chat_id)
+        return {"id": stored_id, "entry": "", "record": body}
 
     def _reply(self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
         reply_id = "wsm_" + uuid.uuid4().hex[:LOCAL_ID_HEX]
@@ -175,4 +176,5 @@ class ChatStore:
             entry["first_reply_to_ms"] = first_reply_to_ms
         record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
         record["source"] = "bot"
-        return {"id": reply_id, "entry": json.dumps(entry), "record": record_codec.encode(record, self.chat_id)}
+        stored_id, body = record_codec.encode_pair(record, self.chat_id)
+        return {"id": stored_id, "entry": json.dumps(entry), "record": body}

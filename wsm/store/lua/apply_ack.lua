@@ -1,7 +1,7 @@
 -- apply_ack: record a message's delivery status; acks only move forward (ERROR always applies).
 -- An ack for a message not stored yet is kept for an hour and applied when the message arrives.
 --
--- KEYS[1] chat history   list    compact records (_history_lib), searched from the newest
+-- KEYS[1] chat history   list    id, body pairs (_history_lib), searched from the newest
 -- KEYS[2] early ack      string  {"status":..., "ack":...}
 -- KEYS[3] chat seen      list    ids past the dedupe window (an id in neither is not stored)
 -- ARGV[1] message id (compact, as the history holds it)  ARGV[2] ack (-1..4)  ARGV[3] ack name  ARGV[4] now (ms)
@@ -21,5 +21,5 @@ end
 set_field(rec, ACK, ack)
 set_field(rec, STATUS, ARGV[3])
 set_field(rec, STATUS_MS, tonumber(ARGV[4]))
-redis.call('LSET', KEYS[1], index, cjson.encode(rec))
+redis.call('LSET', KEYS[1], index + 1, cjson.encode(rec))
 return 'updated'

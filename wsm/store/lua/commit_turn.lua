@@ -7,7 +7,7 @@
 -- ARGV[1] lease token
 -- ARGV[2] number of inbox messages handled (removed from the head of the inbox)
 -- ARGV[3] state fields to set, JSON object of strings
--- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": compact history JSON};
+-- ARGV[4] replies, JSON array of {"id": compact id, "entry": outbox JSON string, "record": history body};
 --         an "entry" of "" is a history-only record (an agent's tool call), not sent
 -- ARGV[5] now (ms)     ARGV[6] history max   ARGV[7] retention (s)
 -- ARGV[8] end reason, "" for none (wsm.core.status.EndReason; frees the slot / leaves the queue)
@@ -60,7 +60,7 @@ for _, reply in ipairs(replies) do
   if reply['entry'] ~= '' then
     redis.call('RPUSH', KEYS[4], reply['entry'])
   end
-  redis.call('RPUSH', KEYS[5], reply['record'])
+  redis.call('RPUSH', KEYS[5], reply['id'], reply['record'])
 end
 if #replies > 0 then
   appended(KEYS[5], KEYS[6], #replies, tonumber(ARGV[23]), tonumber(ARGV[6]), tonumber(ARGV[24]), ARGV[25], retention)

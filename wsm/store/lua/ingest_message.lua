@@ -2,9 +2,9 @@
 -- All-or-nothing: the id is known (history, seen) only once the record is stored, by this same script.
 --
 -- KEYS[1]  seen:<message id>   string  the old layout's dedupe marker (read only; it expires)
--- KEYS[2]  chat history        list    compact record JSON, oldest first (_history_lib)
+-- KEYS[2]  chat history        list    id, body, id, body... oldest first (_history_lib)
 -- KEYS[3]  chat seen           list    ids that left the history's dedupe window
--- KEYS[4]  chat inbox          list    compact record JSON of unhandled inbound messages
+-- KEYS[4]  chat inbox          list    [id, *body] of unhandled inbound messages
 -- KEYS[5]  chat state          hash
 -- KEYS[6]  ready               set     chats with work for the worker
 -- KEYS[7]  active              zset    chats holding a slot (score = last activity ms)
@@ -12,7 +12,7 @@
 -- KEYS[9]  queue seq           string  ticket counter
 -- KEYS[10] notify due          zset    waiting chats, score = ms when they may be told again
 -- KEYS[11] early ack           string  ack that arrived before this message
--- ARGV[1] message id   ARGV[2] record JSON   ARGV[3] direction "in" | "out"
+-- ARGV[1] message id (compact)   ARGV[2] record body (compact JSON array)   ARGV[3] direction "in" | "out"
 -- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
 -- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
 -- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
@@ -28,20 +28,20 @@ if redis.call('EXISTS', KEYS[1]) == 1 or is_known(KEYS[2], KEYS[3], ARGV[1], win
   return {'duplicate'}
 end
 
-local record, now, chat = ARGV[2], tonumber(ARGV[4]), ARGV[8]
+local id, body, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local ACTIVE, WAITING, HANDOFF, ENDED_BY_HANDOFF = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
 local early = redis.call('GET', KEYS[11])
 if early then
-  local rec = cjson.decode(record)
+  local rec = cjson.decode(body)
   local ack = cjson.decode(early)
   set_field(rec, STATUS, ack['status'])
   set_field(rec, ACK, ack['ack'])
-  record = cjson.encode(rec)
+  body = cjson.encode(rec)
   redis.call('DEL', KEYS[11])
 end
 
 local retention = ARGV[11]
-redis.call('RPUSH', KEYS[2], record)
+redis.call('RPUSH', KEYS[2], id, body)
 appended(KEYS[2], KEYS[3], 1, window, tonumber(ARGV[6]), tonumber(ARGV[20]), ARGV[5], retention)
 if ARGV[3] == 'out' then
   redis.call('HSET', KEYS[5], 'last_out_ms', now)
@@ -65,6 +65,8 @@ if status == HANDOFF and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms
   return {'accepted', status, 0}  -- a human is answering this chat: history only, the bot stays quiet
 end
 
+local record = '[' .. cjson.encode(id) .. ']'  -- the inbox's one-element form: [id, *body]
+if body ~= '[]' then record = '[' .. cjson.encode(id) .. ',' .. string.sub(body, 2) end
 redis.call('RPUSH', KEYS[4], record)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
 local event, position = 'message.received', 0

@@ -5,7 +5,7 @@
 --
 -- KEYS[1] chat log (old)  KEYS[2] chat msgs (old)  KEYS[3] chat history  KEYS[4] chat seen
 -- ARGV[1] LLEN of log when read  ARGV[2] HLEN of msgs when read
--- ARGV[3] JSON array of compact records, oldest first  ARGV[4] JSON array of their ids
+-- ARGV[3] JSON array of record bodies (compact), oldest first  ARGV[4] JSON array of their compact ids
 -- ARGV[5] history max  ARGV[6] dedupe window  ARGV[7] dedupe max  ARGV[8] dedupe ttl (s)  ARGV[9] retention (s)
 -- Returns {"migrated", records moved} | {"changed"}
 
@@ -13,10 +13,10 @@ if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) or redis.call('HLEN', KEYS[2
   return {'changed'}
 end
 local records, ids = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])
-for k = #records, 1, -1 do
-  redis.call('LPUSH', KEYS[3], records[k])
+for k = #records, 1, -1 do  -- id, body pairs in front
+  redis.call('LPUSH', KEYS[3], records[k], ids[k])
 end
-local total = redis.call('LLEN', KEYS[3])
+local total = redis.call('LLEN', KEYS[3]) / 2
 local window = math.min(tonumber(ARGV[6]), tonumber(ARGV[5]))
 local outside = {}
 for k = 1, #ids do
@@ -29,7 +29,7 @@ if #outside > 0 then
   redis.call('LTRIM', KEYS[4], -tonumber(ARGV[7]), -1)
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+redis.call('LTRIM', KEYS[3], -2 * tonumber(ARGV[5]), -1)
 if total > 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[9])
 end

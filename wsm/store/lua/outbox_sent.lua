@@ -27,10 +27,9 @@ end
 set_field(rec, STATUS, ARGV[6])
 set_field(rec, SENT_MS, tonumber(ARGV[4]))
 if waha_id == '' then
-  redis.call('LSET', KEYS[3], index, cjson.encode(rec))
+  redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
   return 'ok'
 end
-rec[ID] = waha_id
 set_field(rec, LOCAL_ID, ours)
 local early = redis.call('GET', KEYS[5])
 if early then
@@ -39,17 +38,18 @@ if early then
   set_field(rec, ACK, ack['ack'])
   redis.call('DEL', KEYS[5])
 end
-local echo_index, echo_raw, echo = locate(KEYS[3], KEYS[4], waha_id, window)
+local echo_index, _, echo = locate(KEYS[3], KEYS[4], waha_id, window)
 if echo_index then
   if field(echo, ACK) then
     set_field(rec, ACK, field(echo, ACK))
     set_field(rec, STATUS, field(echo, STATUS))
   end
-  redis.call('LREM', KEYS[3], -1, echo_raw)
-  if echo_index < index then index = index - 1 end
+  remove_pair(KEYS[3], echo_index)
+  if echo_index < index then index = index - 2 end
 end
-redis.call('LSET', KEYS[3], index, cjson.encode(rec))
-if redis.call('LLEN', KEYS[3]) - index > window then  -- filed outside the window: remember its id
+redis.call('LSET', KEYS[3], index, waha_id)
+redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
+if (redis.call('LLEN', KEYS[3]) - index) / 2 > window then  -- filed outside the window: remember its id
   remember_ids(KEYS[4], {waha_id}, tonumber(ARGV[8]), ARGV[5])
 end
 return 'ok'
