@@ -9,9 +9,9 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 
 | key | type | holds | written by | bound / expiry |
 | --- | --- | --- | --- | --- |
-| ``chat:<C>:history`` | list | the chat's messages, oldest first, one compact JSON record each (:mod:`wsm.store.record_codec`) | ingest, worker, ack, outbox | ``WSM_HISTORY_MAX`` (LTRIM); ``WSM_STATE_RETENTION_S`` |
+| ``chat:<C>:history`` | list | the chat's messages, oldest first: compact id, then compact body (:mod:`wsm.store.record_codec`) | ingest, worker, ack, outbox | ``WSM_HISTORY_MAX`` (LTRIM); ``WSM_STATE_RETENTION_S`` |
 | ``chat:<C>:seen`` | list | ids that left the history's dedupe window (the last ``WSM_DEDUPE_WINDOW`` records) | ingest, worker, outbox | ``WSM_DEDUPE_MAX`` ids; ``WSM_DEDUPE_TTL_S`` after the last one |
-| ``chat:<C>:inbox`` | list | compact record JSON of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
+| ``chat:<C>:inbox`` | list | ``[id, *body]`` of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
 | ``chat:<C>:state`` | hash | see below | ingest, worker, notifier, outbox | ``WSM_STATE_RETENTION_S`` after last activity |
 | ``chat:<C>:outbox`` | list | JSON replies not yet confirmed sent, in order | worker, notifier | drained by the sender |
 | ``chat:<C>:lease`` | string | fencing token of the process holding the chat | worker, notifier | ``WSM_LEASE_MS`` |
