@@ -12,6 +12,9 @@ from wsm.conversation.history import read_history
 from wsm.core.settings import Settings
 from wsm.ingest.ingestor import Ingestor
 from wsm.store import keys, record_codec
+from wsm.store.chat_store import ChatStore
+from wsm.store.scripts import Scripts
+from wsm.store.turn import Turn
 from wsm.waha.event import parse_event
 
 CHAT = "5511944445555@c.us"
@@ -157,3 +160,38 @@ def test_the_stored_form_is_the_compact_one(r: redis.Redis, monkeypatch: pytest.
     stored_id, body = r.lrange(CK.history, 0, -1)  # the id apart: a lookup is one LPOS
     assert stored_id.startswith("f~") and CHAT not in body and '"text"' not in body
     assert body.startswith('["in","oi",')
+
+
+# --- a reply filed under WAHA's id ------------------------------------------------------------------------
+
+
+def sent(r: redis.Redis, chat: ChatStore, waha_id: str) -> str:
+    """outbox_sent for the head of the outbox, as the sender calls it once WAHA accepted the reply."""
+    s, head = chat.settings, json.loads(r.lindex(chat.ck.outbox, 0))
+    return chat.scripts.outbox_sent(
+        keys=[chat.ck.lease, chat.ck.outbox, chat.ck.history, chat.ck.seen, SK.early_ack(waha_id)],
+        args=[chat.token, head["id"], record_codec.compact_id(waha_id, CHAT), 1, 86400, "SENT", s.dedupe_window, 1000],
+    )
+
+
+@pytest.mark.parametrize("window", ["50", "1"])
+def test_an_echo_stored_before_the_send_is_folded_into_the_reply(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch, window: str
+) -> None:
+    """WAHA's echo of our send (message.any, source api) may arrive before the sender files the reply."""
+    ing = ingestor(r, monkeypatch, WSM_DEDUPE_WINDOW=window)
+    say(ing, "oi")
+    chat = ChatStore(r, Scripts(r), Settings.from_env(), "default", CHAT)
+    assert chat.acquire() and chat.commit(Turn(["Olá!"]), handled=1)
+    echo = wp.message_event(CHAT, "Olá!", event="message.any", from_me=True, source="api")
+    waha_id = echo["payload"]["id"]
+    assert ing.ingest(parse_event(wp.ack_event(waha_id, 3, CHAT))).details["ack"] == "pending"
+    assert ing.ingest(parse_event(echo)).status == "accepted"  # stored apart, its ack folded in
+    say(ing, "mais uma")  # the reply is no longer the newest record (with a window of 1, outside it)
+    assert sent(r, chat, waha_id) == "ok"
+    history = read_history(r, "default", CHAT)
+    assert [m["text"] for m in history] == ["oi", "Olá!", "mais uma"]
+    reply = history[1]
+    assert (reply["id"], reply["status"], reply["ack"]) == (waha_id, "READ", 3)
+    assert reply["local_id"].startswith("wsm_")
+    assert ing.ingest(parse_event(echo)).status == "duplicate"  # WAHA delivering its echo again
