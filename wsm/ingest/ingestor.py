@@ -79,8 +79,7 @@ class Ingestor:
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
-                stored_id, body, msg.direction, now, s.dedupe_ttl_s,
-                s.history_max,
+                stored_id, body, msg.direction, now, s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, keys.EVENTS_CHANNEL, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
