@@ -29,8 +29,12 @@ TARGET_RATIO = 0.8
 
 
 def count_stored(client: redis.Redis, sk: keys.SessionKeys) -> int:
-    """Messages stored = dedupe markers of the session (one per stored message id)."""
-    return sum(1 for _ in client.scan_iter(match=sk.seen("*"), count=5000))
+    """Messages stored = records in the session's chat histories (one per stored message id)."""
+    names = list(client.scan_iter(match=sk.chat("*").history, count=5000))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    return sum(pipe.execute()) // 2 if names else 0  # id, body per message
 
 
 def settle(client: redis.Redis, sk: keys.SessionKeys) -> int:

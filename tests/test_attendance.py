@@ -22,7 +22,7 @@ from wsm.conversation.flow import load_flow
 from wsm.conversation.history import read_history
 from wsm.core.settings import Settings
 from wsm.ingest.ingestor import Ingestor
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
 from wsm.store.events import MESSAGE_RECEIVED, QUEUE_CHANGED, TICK, WakeUp
 from wsm.store.scripts import Scripts
@@ -310,8 +310,8 @@ def test_tick_serves_an_active_chat_with_stranded_messages_even_without_a_ready_
     platform.ingestor.ingest(parse_event(body))
     platform.r.srem(SK.ready, A)  # as if the signal and the mark were both lost
     inbox = SK.chat(A).inbox
-    stale = dict(json.loads(platform.r.lindex(inbox, 0)), received_ms=int(time.time() * 1000) - 10_000)
-    platform.r.lset(inbox, 0, json.dumps(stale))  # ... long enough ago that no wake-up is coming
+    stale = dict(record_codec.decode(platform.r.lindex(inbox, 0), A), received_ms=int(time.time() * 1000) - 10_000)
+    platform.r.lset(inbox, 0, record_codec.encode(stale, A))  # ... long enough ago that no wake-up is coming
     platform.worker.on_event(WakeUp(TICK))
     assert "nome completo" in platform.texts(A)[-1]
 
@@ -363,8 +363,10 @@ def test_ticks_serve_every_stranded_chat_a_bounded_batch_at_a_time(platform: Pla
     pipe = platform.r.pipeline()
     for chat in waiting:
         inbox = SK.chat(chat).inbox
-        stale = dict(json.loads(platform.r.lindex(inbox, 0)), received_ms=int(time.time() * 1000) - 10_000)
-        pipe.lset(inbox, 0, json.dumps(stale))
+        stale = dict(
+            record_codec.decode(platform.r.lindex(inbox, 0), chat), received_ms=int(time.time() * 1000) - 10_000
+        )
+        pipe.lset(inbox, 0, record_codec.encode(stale, chat))
     pipe.execute()
     assert platform.r.object("encoding", SK.ready) == "hashtable"  # where SSCAN's COUNT bounds a step
     platform.worker.sweep_batch = 20

@@ -41,14 +41,17 @@ def test_the_json_holds_the_table_and_the_conditions(result: dict) -> None:
 
 
 def test_memory_figures_are_plausible(result: dict) -> None:
-    waiting, idle = result["parts"]["d"]["waiting"], result["parts"]["d"]["idle"]
+    waiting, idle, forty = (result["parts"]["d"][k] for k in ("waiting", "idle", "idle_40"))
     assert waiting["chats"] == waiting["waiting"] == 1000
     assert 100 < waiting["bytes_per_chat"] < 20_000
-    assert all(waiting["sample"][k] > 0 for k in ("log", "msgs", "inbox", "state", "seen (1 marker)"))
-    assert idle["chats"] == idle["complete"] == 50  # closed, 20 messages in history, inbox and outbox empty
-    assert waiting["bytes_per_chat"] < idle["bytes_per_chat"] < 200_000
-    assert idle["sample"]["seen (20 markers)"] > 0
-    assert idle["sample"]["inbox + outbox + lease + notify"] == 0
+    assert all(waiting["sample"][k] > 0 for k in ("history", "inbox", "state", "queue (÷ 1,000)"))
+    assert 0 < waiting["bookkeeping_per_chat"] < waiting["bytes_per_chat"]
+    for conversation in (idle, forty):
+        assert conversation["chats"] == conversation["complete"] == 50  # closed, 20 in history, inbox/outbox empty
+        assert waiting["bytes_per_chat"] < conversation["bytes_per_chat"] < 200_000
+        assert conversation["sample"]["history"] > 0 and conversation["sample"]["seen"] == 0  # all within the window
+        assert conversation["sample"]["inbox + outbox + lease + notify"] == 0
+    assert forty["mean_chars"] == 40 < idle["mean_chars"]
 
 
 def test_notifier_commands_per_queue_change_do_not_grow_with_the_queue(result: dict) -> None:

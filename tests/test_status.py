@@ -14,9 +14,10 @@ import redis
 
 from infra.waha_sim import payloads as wp
 from wsm.conversation.flow import FlowError, load_flow, parse_flow
+from wsm.conversation.history import read_history
 from wsm.core.clock import now_ms
 from wsm.core.status import ChatStatus, EndReason, ended_status
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.scripts import NAMES, Scripts
 from wsm.waha.event import Message, parse_event
 
@@ -70,27 +71,36 @@ def ingest(r: redis.Redis, msg: Message, record: str, extra: list[str | int] | N
     now = now_ms()
     return Scripts(r).ingest_message(
         keys=[
-            SK.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, SK.ready,
+            SK.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, SK.ready,
             SK.active, SK.queue, SK.queue_seq, SK.notify_due, SK.early_ack(msg.message_id),
         ],
         args=[
-            msg.message_id, record, msg.direction, now, 3600, 100, 1, msg.chat_id, "default", keys.EVENTS_CHANNEL,
+            record_codec.compact_id(msg.message_id, msg.chat_id), record, msg.direction, now, 3600, 100, 1,
+            msg.chat_id, "default", keys.EVENTS_CHANNEL,
             3600, 100, 60_000, "1" if msg.typed_on_phone else "0",
-            ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+            ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, 50, 1000,
         ],
     )  # fmt: skip
+
+
+def spaced_record(msg: Message) -> str:
+    """The stored form of the record, re-indented: what the script must cope with, not only the compact form."""
+    spaced = json.dumps(json.loads(record_codec.encode_pair(msg.record, msg.chat_id)[1]), indent=1)
+    assert "\n " in spaced
+    return spaced
 
 
 def test_a_phone_reply_hands_off_whatever_the_json_spacing(r: redis.Redis) -> None:
     r.zadd(SK.active, {CHAT: now_ms()})
     r.hset(SK.chat(CHAT).state, "status", ChatStatus.ACTIVE)
     msg = outbound("app")
-    spaced = json.dumps(msg.record, indent=1)  # '"source": "app"', not '"source":"app"'
-    assert '"source":"app"' not in spaced
+    spaced = spaced_record(msg)
     assert ingest(r, msg, spaced) == ["stored_out"]
     state = r.hgetall(SK.chat(CHAT).state)
     assert (state["status"], state["closed_reason"]) == ("handoff", "handoff")
     assert r.zcard(SK.active) == 0  # the slot is free for the next person
+    assert read_history(r, "default", CHAT) == [msg.record]  # read back whatever the spacing
+    assert ingest(r, msg, spaced) == ["duplicate"]  # and still known by its id
 
 
 def test_a_reply_sent_through_the_api_does_not_hand_off(r: redis.Redis) -> None:
@@ -98,7 +108,7 @@ def test_a_reply_sent_through_the_api_does_not_hand_off(r: redis.Redis) -> None:
     r.hset(SK.chat(CHAT).state, "status", ChatStatus.ACTIVE)
     msg = outbound("api")
     assert not msg.typed_on_phone
-    assert ingest(r, msg, json.dumps(msg.record, indent=1)) == ["stored_out"]
+    assert ingest(r, msg, spaced_record(msg)) == ["stored_out"]
     assert r.hget(SK.chat(CHAT).state, "status") == "active"
     assert r.zrange(SK.active, 0, -1) == [CHAT]
 

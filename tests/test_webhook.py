@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +14,7 @@ from infra.waha_sim import payloads as wp
 from tests.conftest import snapshot
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
-from wsm.store import keys
+from wsm.store import keys, record_codec
 
 SOURCE = "functions/webhook/main.py"
 ALICE = "5511988887777@c.us"
@@ -59,7 +58,7 @@ def test_message_is_stored_in_history_inbox_and_state(client: Any, r: redis.Redi
     [stored] = history()
     assert stored["id"] == body["payload"]["id"]
     assert stored["direction"] == "in" and stored["text"] == "Oi, quero marcar uma consulta"
-    assert [json.loads(x)["id"] for x in r.lrange(ck.inbox, 0, -1)] == [stored["id"]]
+    assert [record_codec.decode(x, ALICE) for x in r.lrange(ck.inbox, 0, -1)] == [stored]
     assert int(r.hget(ck.state, "last_seen_ms")) >= int(time.time() * 1000) - 5000
 
 

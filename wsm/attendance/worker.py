@@ -17,7 +17,7 @@ from wsm.core.clock import now_ms
 from wsm.core.privacy import mask_chat
 from wsm.core.status import ChatStatus, EndReason
 from wsm.delivery.outbox import Delivery
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
 from wsm.store.events import TICK, WakeUp
 from wsm.store.turn import Turn
@@ -80,7 +80,7 @@ class Worker(Handler):
         stranded = []
         for i, chat in enumerate(chats):
             inbox_head, outbox_head = heads[2 * i], heads[2 * i + 1]
-            since = [json.loads(inbox_head).get("received_ms", 0)] if inbox_head else []
+            since = [record_codec.decode(inbox_head, chat).get("received_ms", 0)] if inbox_head else []
             since += [json.loads(outbox_head).get("created_ms", 0)] if outbox_head else []
             if since and min(since) <= cutoff:
                 stranded.append(chat)

@@ -132,6 +132,10 @@ class Settings:
             return replace(self, dedupe_ttl_s=self.meta_dedupe_ttl_s)
         return self
 
+    # storage (compact chat records): dedupe by the chat's recent history, then a bounded list of older ids
+    dedupe_window: int = 50
+    dedupe_max: int = 1000
+
     @classmethod
     def from_env(cls) -> Settings:
         settings = cls(
@@ -204,6 +208,9 @@ class Settings:
             redis_cluster=_bool("WSM_REDIS_CLUSTER", False),
             redis_min_replicas=max(0, _int("WSM_REDIS_MIN_REPLICAS", 0)),
             redis_wait_timeout_ms=max(1, _int("WSM_REDIS_WAIT_TIMEOUT_MS", 1000)),
+            # storage
+            dedupe_window=max(1, _int("WSM_DEDUPE_WINDOW", 50)),
+            dedupe_max=max(1, _int("WSM_DEDUPE_MAX", 1000)),
         )
         return settings.with_provider_defaults()
 

@@ -31,7 +31,7 @@ from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
 from wsm.providers import window
 from wsm.providers.base import OUTSIDE_WINDOW, Outbound, Template
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,14 @@ class Sender:
             log.debug("WAHA courtesy call failed: %s", e)
 
     def _record(self, chat: ChatStore, reply_id: str, waha_id: str, status: str) -> None:
-        sk, ck, filed_as = chat.sk, chat.ck, waha_id or reply_id
+        sk, ck, filed_as, s = chat.sk, chat.ck, waha_id or reply_id, chat.settings
         chat.scripts.outbox_sent(
-            keys=[ck.lease, ck.outbox, ck.log, ck.msgs, sk.seen(filed_as), sk.early_ack(filed_as)],
-            args=[chat.token, reply_id, waha_id, now_ms(), chat.settings.dedupe_ttl_s, status],
-        )
+            keys=[ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as)],
+            args=[
+                chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
+                s.dedupe_window, s.dedupe_max,
+            ],
+        )  # fmt: skip
 
     def _retry_later(self, chat: ChatStore, error: str) -> None:
         attempts = int(self.redis.hincrby(chat.ck.state, "send_attempts", 1))

@@ -20,7 +20,7 @@ from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, EndReason
 from wsm.ingest.lid import LidResolver
 from wsm.metrics import record as metrics
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.connection import redis_errors
 from wsm.store.doorbells import doorbell
 from wsm.store.group_commit import GroupCommit
@@ -93,19 +93,20 @@ class Ingestor:
         ck = sk.chat(msg.chat_id)
         s = self.settings
         now = now_ms()
-        record = json.dumps({**msg.record, "received_ms": now}, separators=(",", ":"), ensure_ascii=False)
+        stored_id, body = record_codec.encode_pair({**msg.record, "received_ms": now}, msg.chat_id)
         channel, publish = doorbell(self.redis, msg.session)
         result = self._write(
             self.scripts.ingest_message,
             [
-                sk.seen(msg.message_id), ck.log, ck.msgs, ck.inbox, ck.state, sk.ready,
+                sk.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, sk.ready,
                 sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
             ],
             [
-                msg.message_id, record, msg.direction, now, s.dedupe_ttl_s, s.history_max,
+                stored_id, body, msg.direction, now, s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, channel, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
-                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF, publish,
+                ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
+                s.dedupe_window, s.dedupe_max, publish,
             ],
             grouped=True,
         )  # fmt: skip
@@ -124,10 +125,19 @@ class Ingestor:
 
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)
+        ck = sk.chat(ack.chat_id)
         result = self._write(
             self.scripts.apply_ack,
-            [sk.chat(ack.chat_id).msgs, sk.early_ack(ack.message_id)],
-            [ack.message_id, ack.ack, ack.ack_name, now_ms(), "1" if ack.unordered else "0", ack.error],
+            [ck.history, sk.early_ack(ack.message_id), ck.seen],
+            [
+                record_codec.compact_id(ack.message_id, ack.chat_id),
+                ack.ack,
+                ack.ack_name,
+                now_ms(),
+                self.settings.dedupe_window,
+                "1" if ack.unordered else "0",
+                ack.error,
+            ],
         )
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 

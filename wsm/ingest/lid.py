@@ -102,14 +102,15 @@ class LidResolver:
         result = self.scripts.merge_chat(
             keys=[
                 sk.lid(lid),
-                old.log, old.msgs, old.inbox, old.state, old.outbox, old.lease, old.notify,
-                new.log, new.msgs, new.inbox, new.state, new.outbox, new.lease, new.notify,
+                old.history, old.seen, old.inbox, old.state, old.outbox, old.lease, old.notify,
+                new.history, new.seen, new.inbox, new.state, new.outbox, new.lease, new.notify,
                 sk.ready, sk.active, sk.queue, sk.notify_due, sk.queue_seq,
                 sch.chat(lid), sch.chat(phone), sch.waitlist, sch.waitlist_offers, sk.offers_sent,
             ],
             args=[
                 lid, phone, s.lid_cache_ttl_s, now_ms(), s.history_max, s.inbox_max, s.state_retention_s, session,
-                channel, sch.prefix, ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, publish,
+                channel, sch.prefix, ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF,
+                s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s, publish,
             ],
         )  # fmt: skip
         self._remember(session, lid, phone)

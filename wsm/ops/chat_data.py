@@ -1,8 +1,9 @@
 """A person's data on request (LGPD/GDPR): export everything we hold about one chat, or erase it.
 
-What a chat leaves in Redis (see :mod:`wsm.store.keys`): its own keys (:meth:`ChatKeys.all`), its
-membership in the session's ``ready``/``active``/``queue``/``notify:due`` sets, a dedupe marker
-``seen:<id>`` and maybe an early ack ``ack:<id>`` per message id (WAHA ids hold the phone number),
+What a chat leaves in Redis (see :mod:`wsm.store.keys`): its own keys (:meth:`ChatKeys.all`: history,
+the ``seen`` ids, and the old layout's ``log``/``msgs`` until migrated), its membership in the session's
+``ready``/``active``/``queue``/``notify:due`` sets, maybe an early ack ``ack:<id>`` per message id and the
+old layout's ``seen:<id>`` markers until they expire (WAHA ids hold the phone number),
 dead-letter entries that name it, and its appointments (:mod:`wsm.schedule.book`: hashes, busy
 intervals, reminders, waitlist, offers, calendar-outbox records, remembered answers). Erasing
 removes all of these; an active chat's slot is given to the next waiting chat. Redis's AOF/RDB
@@ -20,11 +21,11 @@ from typing import Any
 import redis
 
 from wsm.attendance.queue import admit_waiting
-from wsm.conversation.history import read_history
+from wsm.conversation.history import decode_history, read_history
 from wsm.delivery.deadletter import read_dead_letters, remove_dead_letter
 from wsm.ingest.lid import mapping_keys
 from wsm.schedule.book import erase_appointments, export_appointments
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.connection import redis_errors
 from wsm.store.scripts import Scripts
 
@@ -68,7 +69,7 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
             "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "history": read_history(client, session, chat_id),
             "state": state,
-            "inbox": [json.loads(raw) for raw in inbox],
+            "inbox": [record_codec.decode(raw, chat_id) for raw in inbox],
             "outbox": [json.loads(raw) for raw in outbox],
             "notify": notify,
             "attendance": {
@@ -78,7 +79,8 @@ def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, An
                 "has_pending_work": bool(ready),
                 "being_handled": bool(leased),
             },
-            "dedupe_markers": sorted(markers["seen"]),
+            "dedupe_ids": [record_codec.full_id(i, chat_id) for i in client.lrange(ck.seen, 0, -1)],  # past the window
+            "dedupe_markers": sorted(markers["seen"]),  # the old layout's seen:<id> keys
             "early_acks": {name: json.loads(raw) for name, raw in early_acks.items() if raw},
             "deadletter": [json.loads(raw) for raw in _deadletter_entries(client, chat_id)],
             "schedule": export_appointments(client, session, chat_id),
@@ -119,10 +121,13 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
 
 
 def _message_ids(client: redis.Redis, ck: keys.ChatKeys) -> set[str]:
-    """Every message id the chat's keys mention: history, inbox and outbox (WAHA's and ours)."""
-    ids = set(client.lrange(ck.log, 0, -1)) | set(client.hkeys(ck.msgs))
-    for raw in client.hvals(ck.msgs) + client.lrange(ck.inbox, 0, -1) + client.lrange(ck.outbox, 0, -1):
-        record = json.loads(raw)
+    """Every message id the chat's keys mention: history, seen, inbox and outbox (WAHA's and ours), old layout too."""
+    ids = {record_codec.full_id(i, ck.chat_id) for i in client.lrange(ck.seen, 0, -1)}
+    ids |= set(client.lrange(ck.log, 0, -1)) | set(client.hkeys(ck.msgs))
+    records = decode_history(client.lrange(ck.history, 0, -1), ck.chat_id)
+    records += [record_codec.decode(raw, ck.chat_id) for raw in client.lrange(ck.inbox, 0, -1)]
+    records += [json.loads(raw) for raw in client.hvals(ck.msgs) + client.lrange(ck.outbox, 0, -1)]
+    for record in records:
         ids |= {record[name] for name in ("id", "local_id") if isinstance(record.get(name), str)}
         ids |= {seen for seen in record.get("seen") or [] if isinstance(seen, str)}
     return ids

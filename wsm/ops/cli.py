@@ -1,4 +1,5 @@
-"""``wsm``: the operators' command line: a chat's history, and a person's data exported or erased on request."""
+"""``wsm``: the operators' command line: a chat's history, a person's data exported or erased on request,
+and the conversion of chats stored in the old layout (``wsm migrate``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from wsm.core.errors import RedisUnavailable
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import get_settings
 from wsm.ops.chat_data import erase_chat, export_chat
+from wsm.ops.migrate import known_sessions, migrate_session
 from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
 
@@ -73,6 +75,23 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
         parts.append("slot given to " + ", ".join(mask_chat(c, settings.mask_phones) for c in erased.admitted))
     click.echo(f"erased {chat_id} in session {session}: " + "; ".join(parts))
     click.echo("Redis AOF/RDB files keep the erased data until the next BGREWRITEAOF; backups until they rotate.")
+
+
+@main.command("migrate")
+@click.option("--session", "sessions", multiple=True, help="WAHA session name (default: every known session).")
+def migrate_command(sessions: tuple[str, ...]) -> None:
+    """Convert chats written by the old layout (log + msgs) to the compact history list; safe to run again."""
+    settings = get_settings()
+    try:
+        client = get_redis(settings.redis_url)
+        for session in sessions or known_sessions(client):
+            done = migrate_session(client, settings, session)
+            line = f"session {session}: {done.chats} chats, {done.records} records migrated"
+            if done.skipped:
+                line += f"; {len(done.skipped)} kept changing, run again"
+            click.echo(line)
+    except RedisUnavailable as e:
+        raise click.ClickException(str(e)) from e
 
 
 main.add_command(schedule)

@@ -32,10 +32,12 @@ from wsm.core.clock import now_ms
 from wsm.core.errors import WsmError
 from wsm.core.settings import Settings
 from wsm.core.status import ChatStatus, ended_status
-from wsm.store import keys
+from wsm.store import keys, record_codec
 from wsm.store.doorbells import doorbell
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
+
+LOCAL_ID_HEX = 16  # our ids (replies, history-only records) are unique within one chat: 64 random bits suffice
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class ChatStore:
         self.token, flat_state, inbox = found
         self._renewed_at = time.monotonic()
         state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
-        return Snapshot(state, [json.loads(raw) for raw in inbox])
+        return Snapshot(state, [record_codec.decode(raw, self.chat_id) for raw in inbox])
 
     def heartbeat(self) -> bool:
         """Extend the lease; False means another handler owns the chat now and we must stop.
@@ -146,7 +148,7 @@ class ChatStore:
         channel, publish = doorbell(self.redis, self.session)
         result = self.scripts.commit_turn(
             keys=[
-                self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.log, self.ck.msgs,
+                self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.history, self.ck.seen,
                 self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
                 self.sk.handle_stats, self.sk.queue_seq, due_key, then_key,
             ],
@@ -156,25 +158,25 @@ class ChatStore:
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
                 uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
                 ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING, due_member, then_member, then_score,
-                publish,
+                s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s, publish,
             ],
         )  # fmt: skip
         return result == "ok"
 
-    @staticmethod
-    def _record(record: dict[str, object]) -> dict[str, str]:
+    def _record(self, record: dict[str, object]) -> dict[str, str]:
         """A history-only record (an agent's tool call): kept in the chat's history, never sent."""
-        record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex)
+        record_id = str(record.get("id") or "rec_" + uuid.uuid4().hex[:LOCAL_ID_HEX])
         full = {"timestamp": now_ms() / 1000, **record, "id": record_id}
-        return {"id": record_id, "entry": "", "record": json.dumps(full, ensure_ascii=False)}
+        stored_id, body = record_codec.encode_pair(full, self.chat_id)
+        return {"id": stored_id, "entry": "", "record": body}
 
-    @staticmethod
-    def _reply(text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
-        reply_id = "wsm_" + uuid.uuid4().hex
+    def _reply(self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
+        reply_id = "wsm_" + uuid.uuid4().hex[:LOCAL_ID_HEX]
         now = now_ms()
         entry: dict[str, object] = {"id": reply_id, "text": text, "kind": kind, "seen": seen_ids, "created_ms": now}
         if first_reply_to_ms:
             entry["first_reply_to_ms"] = first_reply_to_ms
         record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
         record["source"] = "bot"
-        return {"id": reply_id, "entry": json.dumps(entry), "record": json.dumps(record, ensure_ascii=False)}
+        stored_id, body = record_codec.encode_pair(record, self.chat_id)
+        return {"id": stored_id, "entry": json.dumps(entry), "record": body}

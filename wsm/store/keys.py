@@ -9,10 +9,9 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 
 | key | type | holds | written by | bound / expiry |
 | --- | --- | --- | --- | --- |
-| ``seen:<payload.id>`` | string | "1": this message id is already stored | ingest, outbound record | ``WSM_DEDUPE_TTL_S`` (24 h) |
-| ``chat:<C>:log`` | list | message ids of the chat, oldest first | ingest, worker | ``WSM_HISTORY_MAX`` (LTRIM) |
-| ``chat:<C>:msgs`` | hash | message id -> JSON record (direction, text, status, media...) | ingest, worker, ack | same ids as ``log`` |
-| ``chat:<C>:inbox`` | list | record JSON of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
+| ``chat:<C>:history`` | list | the chat's messages, oldest first: compact id, then compact body (:mod:`wsm.store.record_codec`) | ingest, worker, ack, outbox | ``WSM_HISTORY_MAX`` (LTRIM); ``WSM_STATE_RETENTION_S`` |
+| ``chat:<C>:seen`` | list | ids that left the history's dedupe window (the last ``WSM_DEDUPE_WINDOW`` records) | ingest, worker, outbox | ``WSM_DEDUPE_MAX`` ids; ``WSM_DEDUPE_TTL_S`` after the last one |
+| ``chat:<C>:inbox`` | list | ``[id, *body]`` of inbound messages not yet handled, arrival order | ingest (RPUSH), worker (LTRIM) | drained by the worker; ``WSM_INBOX_MAX`` |
 | ``chat:<C>:state`` | hash | see below | ingest, worker, notifier, outbox | ``WSM_STATE_RETENTION_S`` after last activity |
 | ``chat:<C>:outbox`` | list | JSON replies not yet confirmed sent, in order | worker, notifier | drained by the sender |
 | ``chat:<C>:lease`` | string | fencing token of the process holding the chat | worker, notifier | ``WSM_LEASE_MS`` |
@@ -29,6 +28,12 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``session`` | hash | WAHA session ``status``, ``updated_ms``, ``event_ms``, ``changed_ms``; ``held_ms`` while sends are held (422) | webhook (status), outbox (``held_ms``) | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
 | ``lid:<L>`` | string | the phone chat (``…@c.us``) of the ``…@lid`` chat ``L``; "" = WAHA did not know it | worker (WAHA lookup), webhook (payload hint), ``merge_chat`` | ``WSM_LID_CACHE_TTL_S``; "" for ``WSM_LID_NEGATIVE_TTL_S`` |
+
+Dedupe: a message id is known when it is in the last ``WSM_DEDUPE_WINDOW`` records of the chat's history
+or in its ``seen`` list (see README, "Redis data layout"). The old layout (``chat:<C>:log`` ids +
+``chat:<C>:msgs`` id -> JSON, one ``seen:<id>`` string per message) is read by ``wsm migrate``
+(:mod:`wsm.store.migrate`), which folds it into ``history``; until it expires, a ``seen:<id>`` marker
+still counts as known.
 
 Fields of ``chat:<C>:state`` (all strings; times in ms since the epoch):
 
@@ -114,6 +119,7 @@ class SessionKeys:
         self.events = f"{tag}:events"  # shard channel of the session's wake-up events on a Redis Cluster
 
     def seen(self, message_id: str) -> str:
+        """The old layout's dedupe marker of one message (still honoured until it expires)."""
         return f"{self.tag}:seen:{message_id}"
 
     def early_ack(self, message_id: str) -> str:
@@ -143,8 +149,10 @@ class ChatKeys:
     def __init__(self, tag: str, chat_id: str) -> None:
         base = f"{tag}:chat:{chat_id}"
         self.chat_id = chat_id
-        self.log = f"{base}:log"
-        self.msgs = f"{base}:msgs"
+        self.history = f"{base}:history"
+        self.seen = f"{base}:seen"
+        self.log = f"{base}:log"  # old layout (ids), read by wsm migrate
+        self.msgs = f"{base}:msgs"  # old layout (id -> JSON), read by wsm migrate
         self.inbox = f"{base}:inbox"
         self.state = f"{base}:state"
         self.outbox = f"{base}:outbox"
@@ -153,7 +161,9 @@ class ChatKeys:
 
     def all(self) -> list[str]:
         """Every key that holds this chat's data (for export and erase)."""
-        return [self.log, self.msgs, self.inbox, self.state, self.outbox, self.lease, self.notify]
+        return [
+            self.history, self.seen, self.inbox, self.state, self.outbox, self.lease, self.notify, self.log, self.msgs,
+        ]  # fmt: skip
 
 
 class ScheduleKeys:

@@ -32,8 +32,11 @@ NAMES = (
     "schedule_erase",
     "calendar_lock",
     "merge_chat",
+    "migrate_chat",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
+HISTORY_LIB = "_history_lib"  # the history list and dedupe helpers, put in front of the scripts that use them
+HISTORY_USERS = ("ingest_message", "commit_turn", "apply_ack", "outbox_sent", "migrate_chat", "merge_chat")
 
 
 @cache
@@ -41,6 +44,8 @@ def _source(name: str) -> str:
     text = resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
     if name.startswith("schedule_"):
         return _source(SCHEDULE_LIB) + "\n" + text
+    if name in HISTORY_USERS:
+        return _source(HISTORY_LIB) + "\n" + text
     return text
 
 
@@ -70,3 +75,4 @@ class Scripts:
     schedule_erase: Script
     calendar_lock: Script
     merge_chat: Script
+    migrate_chat: Script

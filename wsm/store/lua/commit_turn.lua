@@ -2,12 +2,12 @@
 -- Used by the worker (a conversation turn, leaving the queue, an idle close) and the notifier (a position notice).
 --
 -- KEYS[1] chat lease   KEYS[2] chat inbox    KEYS[3] chat state   KEYS[4] chat outbox
--- KEYS[5] chat log     KEYS[6] chat msgs     KEYS[7] ready        KEYS[8] active
+-- KEYS[5] chat history KEYS[6] chat seen     KEYS[7] ready        KEYS[8] active
 -- KEYS[9] queue        KEYS[10] notify due   KEYS[11] chat notify KEYS[12] handle stats
 -- ARGV[1] lease token
 -- ARGV[2] number of inbox messages handled (removed from the head of the inbox)
 -- ARGV[3] state fields to set, JSON object of strings
--- ARGV[4] replies, JSON array of {"id":..., "entry": outbox JSON string, "record": history JSON string};
+-- ARGV[4] replies, JSON array of {"id": compact id, "entry": outbox JSON string, "record": history body};
 --         an "entry" of "" is a history-only record (an agent's tool call), not sent
 -- ARGV[5] now (ms)     ARGV[6] history max   ARGV[7] retention (s)
 -- ARGV[8] end reason, "" for none (wsm.core.status.EndReason; frees the slot / leaves the queue)
@@ -25,7 +25,8 @@
 --          cancelled or moved, or another sender took it), nothing is done and "gone" is returned;
 --          else it is removed in this same step, so the reply is queued exactly once
 -- ARGV[21] member to add to KEYS[15] ("" for none)   ARGV[22] its score
--- ARGV[23] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[11] is then the session's shard channel)
+-- ARGV[23] dedupe window (records)  ARGV[24] dedupe max (ids kept in seen)  ARGV[25] dedupe ttl (s)
+-- ARGV[26] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[11] is then the session's shard channel)
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
 -- Returns "ok" | "lost_lease" | "gone"
@@ -60,17 +61,11 @@ for _, reply in ipairs(replies) do
   if reply['entry'] ~= '' then
     redis.call('RPUSH', KEYS[4], reply['entry'])
   end
-  redis.call('HSET', KEYS[6], reply['id'], reply['record'])
-  redis.call('RPUSH', KEYS[5], reply['id'])
+  redis.call('RPUSH', KEYS[5], reply['id'], reply['record'])
 end
 if #replies > 0 then
-  local excess = redis.call('LLEN', KEYS[5]) - tonumber(ARGV[6])
-  if excess > 0 then
-    redis.call('HDEL', KEYS[6], unpack(redis.call('LPOP', KEYS[5], excess)))
-  end
+  appended(KEYS[5], KEYS[6], #replies, tonumber(ARGV[23]), tonumber(ARGV[6]), tonumber(ARGV[24]), ARGV[25], retention)
   redis.call('SADD', KEYS[7], chat)
-  redis.call('EXPIRE', KEYS[5], retention)
-  redis.call('EXPIRE', KEYS[6], retention)
 end
 
 if ARGV[12] ~= '' then
@@ -108,7 +103,7 @@ if reason ~= '' then
       redis.call('HSET', KEYS[3], 'status', WAITING, 'queued_ms', now)
     end
   end
-  redis.call(ARGV[23] or 'PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
+  redis.call(ARGV[26] or 'PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
 end
 redis.call('EXPIRE', KEYS[3], retention)
 return 'ok'

@@ -1,10 +1,10 @@
 -- ingest_message: store one WAHA message exactly once, and route an inbound one to a slot or the queue.
--- All-or-nothing: the dedupe marker is set in the same script that persists, so a failure leaves no marker.
+-- All-or-nothing: the id is known (history, seen) only once the record is stored, by this same script.
 --
--- KEYS[1]  seen:<message id>   string  dedupe marker
--- KEYS[2]  chat log            list    message ids, oldest first
--- KEYS[3]  chat msgs           hash    id -> record JSON
--- KEYS[4]  chat inbox          list    record JSON of unhandled inbound messages
+-- KEYS[1]  seen:<message id>   string  the old layout's dedupe marker (read only; it expires)
+-- KEYS[2]  chat history        list    id, body, id, body... oldest first (_history_lib)
+-- KEYS[3]  chat seen           list    ids that left the history's dedupe window
+-- KEYS[4]  chat inbox          list    [id, *body] of unhandled inbound messages
 -- KEYS[5]  chat state          hash
 -- KEYS[6]  ready               set     chats with work for the worker
 -- KEYS[7]  active              zset    chats holding a slot (score = last activity ms)
@@ -12,43 +12,38 @@
 -- KEYS[9]  queue seq           string  ticket counter
 -- KEYS[10] notify due          zset    waiting chats, score = ms when they may be told again
 -- KEYS[11] early ack           string  ack that arrived before this message
--- ARGV[1] message id   ARGV[2] record JSON   ARGV[3] direction "in" | "out"
+-- ARGV[1] message id (compact)   ARGV[2] record body (compact JSON array)   ARGV[3] direction "in" | "out"
 -- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
 -- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
 -- ARGV[11] state retention (s)   ARGV[12] inbox max (messages)   ARGV[13] handoff length (ms)
 -- ARGV[14] "1" when this outbound message was typed on the phone (WAHA source "app"), else "0"
 -- ARGV[15..17] chat statuses active, waiting, handoff   ARGV[18] end reason handoff  (wsm.core.status)
--- ARGV[19] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[10] is then the session's shard channel)
+-- ARGV[19] dedupe window (records)   ARGV[20] dedupe max (ids kept in seen)
+-- ARGV[21] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[10] is then the session's shard channel)
 -- An outbound message typed on the phone means a human took over the chat: the bot
 -- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
 
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
+local window = tonumber(ARGV[19])
+if redis.call('EXISTS', KEYS[1]) == 1 or is_known(KEYS[2], KEYS[3], ARGV[1], window) then
   return {'duplicate'}
 end
 
-local id, record, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
+local id, body, now, chat = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local ACTIVE, WAITING, HANDOFF, ENDED_BY_HANDOFF = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
 local early = redis.call('GET', KEYS[11])
 if early then
-  local rec = cjson.decode(record)
+  local rec = cjson.decode(body)
   local ack = cjson.decode(early)
-  rec['status'] = ack['status']
-  rec['ack'] = ack['ack']
-  record = cjson.encode(rec)
+  set_field(rec, STATUS, ack['status'])
+  set_field(rec, ACK, ack['ack'])
+  body = cjson.encode(rec)
   redis.call('DEL', KEYS[11])
 end
 
-redis.call('HSET', KEYS[3], id, record)
-local length = redis.call('RPUSH', KEYS[2], id)
-local excess = length - tonumber(ARGV[6])
-if excess > 0 then
-  local old = redis.call('LPOP', KEYS[2], excess)
-  redis.call('HDEL', KEYS[3], unpack(old))
-end
 local retention = ARGV[11]
-redis.call('EXPIRE', KEYS[2], retention)
-redis.call('EXPIRE', KEYS[3], retention)
+redis.call('RPUSH', KEYS[2], id, body)
+appended(KEYS[2], KEYS[3], 1, window, tonumber(ARGV[6]), tonumber(ARGV[20]), ARGV[5], retention)
 if ARGV[3] == 'out' then
   redis.call('HSET', KEYS[5], 'last_out_ms', now)
   if ARGV[14] == '1' then
@@ -57,7 +52,7 @@ if ARGV[3] == 'out' then
     local freed = redis.call('ZREM', KEYS[7], chat) + redis.call('ZREM', KEYS[8], chat)
     redis.call('ZREM', KEYS[10], chat)
     if freed > 0 then
-      redis.call(ARGV[19] or 'PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
+      redis.call(ARGV[21] or 'PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
     end
   end
   redis.call('EXPIRE', KEYS[5], retention)
@@ -71,6 +66,8 @@ if status == HANDOFF and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms
   return {'accepted', status, 0}  -- a human is answering this chat: history only, the bot stays quiet
 end
 
+local record = '[' .. cjson.encode(id) .. ']'  -- the inbox's one-element form: [id, *body]
+if body ~= '[]' then record = '[' .. cjson.encode(id) .. ',' .. string.sub(body, 2) end
 redis.call('RPUSH', KEYS[4], record)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[12]), -1)
 local event, position = 'message.received', 0
@@ -96,5 +93,5 @@ else
   event = 'queue.changed'
 end
 
-redis.call(ARGV[19] or 'PUBLISH', ARGV[10], cjson.encode({type = event, session = ARGV[9], chat = chat}))
+redis.call(ARGV[21] or 'PUBLISH', ARGV[10], cjson.encode({type = event, session = ARGV[9], chat = chat}))
 return {'accepted', status, position}

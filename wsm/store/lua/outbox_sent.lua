@@ -2,10 +2,11 @@
 -- Sent: the reply is filed under WAHA's id; if WAHA's own echo of it (message.any, source "api") was
 -- stored first, the echo is folded in. Failed for good (WAHA refused it): marked FAILED.
 --
--- KEYS[1] chat lease  KEYS[2] chat outbox  KEYS[3] chat log  KEYS[4] chat msgs
--- KEYS[5] seen:<waha id>  KEYS[6] early ack of <waha id>
--- ARGV[1] lease token  ARGV[2] our reply id  ARGV[3] WAHA message id ("" if WAHA gave none)
+-- KEYS[1] chat lease  KEYS[2] chat outbox  KEYS[3] chat history (_history_lib)  KEYS[4] chat seen
+-- KEYS[5] early ack of <waha id>
+-- ARGV[1] lease token  ARGV[2] our reply id  ARGV[3] WAHA message id, compact ("" if WAHA gave none)
 -- ARGV[4] now (ms)  ARGV[5] dedupe ttl (s)  ARGV[6] "SENT" | "FAILED"
+-- ARGV[7] dedupe window (records)  ARGV[8] dedupe max (ids kept in seen)
 -- Returns "ok" | "lost_lease" | "not_head"
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -18,41 +19,37 @@ end
 redis.call('LPOP', KEYS[2])
 
 local ours, waha_id = ARGV[2], ARGV[3]
-local raw = redis.call('HGET', KEYS[4], ours)
-if not raw then
+local window = tonumber(ARGV[7])
+local index, _, rec = locate(KEYS[3], KEYS[4], ours, window)
+if not index then
   return 'ok'  -- trimmed from history meanwhile
 end
-local rec = cjson.decode(raw)
-rec['status'] = ARGV[6]
-rec['sent_ms'] = tonumber(ARGV[4])
+set_field(rec, STATUS, ARGV[6])
+set_field(rec, SENT_MS, tonumber(ARGV[4]))
 if waha_id == '' then
-  redis.call('HSET', KEYS[4], ours, cjson.encode(rec))
+  redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
   return 'ok'
 end
-rec['id'] = waha_id
-rec['local_id'] = ours
-local early = redis.call('GET', KEYS[6])
+set_field(rec, LOCAL_ID, ours)
+local early = redis.call('GET', KEYS[5])
 if early then
   local ack = cjson.decode(early)
-  rec['status'] = ack['status']
-  rec['ack'] = ack['ack']
-  redis.call('DEL', KEYS[6])
+  set_field(rec, STATUS, ack['status'])
+  set_field(rec, ACK, ack['ack'])
+  redis.call('DEL', KEYS[5])
 end
-if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[5]) then
-  local echo = redis.call('HGET', KEYS[4], waha_id)
-  if echo then
-    local e = cjson.decode(echo)
-    if e['ack'] and e['ack'] ~= cjson.null then
-      rec['ack'] = e['ack']
-      rec['status'] = e['status']
-    end
+local echo_index, _, echo = locate(KEYS[3], KEYS[4], waha_id, window)
+if echo_index then
+  if field(echo, ACK) then
+    set_field(rec, ACK, field(echo, ACK))
+    set_field(rec, STATUS, field(echo, STATUS))
   end
-  redis.call('LREM', KEYS[3], 1, waha_id)
+  remove_pair(KEYS[3], echo_index)
+  if echo_index < index then index = index - 2 end
 end
-local position = redis.call('LPOS', KEYS[3], ours, 'RANK', -1)
-if position then
-  redis.call('LSET', KEYS[3], position, waha_id)
+redis.call('LSET', KEYS[3], index, waha_id)
+redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
+if (redis.call('LLEN', KEYS[3]) - index) / 2 > window then  -- filed outside the window: remember its id
+  remember_ids(KEYS[4], {waha_id}, tonumber(ARGV[8]), ARGV[5])
 end
-redis.call('HDEL', KEYS[4], ours)
-redis.call('HSET', KEYS[4], waha_id, cjson.encode(rec))
 return 'ok'
