@@ -4,7 +4,6 @@ malformed bodies (refused, nothing changed) — and WAHA, untouched, beside them
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tests import provider_helpers as ph
 from tests.conftest import snapshot
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
-from wsm.store import keys
+from wsm.store import keys, record_codec
 
 SOURCE = "functions/webhook/main.py"
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +128,13 @@ def test_meta_retrying_the_same_body_days_later_is_a_duplicate(client: Any, r: r
     assert again.status_code == 200
     assert again.json["events"][0]["status"] == "duplicate"
     assert len(history(r)) == 1 and r.llen(SK.chat(ALICE).inbox) == 1
-    assert r.ttl(SK.seen(wamid)) > 7 * 86400  # Meta retries for up to 7 days; the default remembers 14
+    # Meta retries for up to 7 days. Within the dedupe window the chat's history answers (kept for months);
+    # past it, the chat's seen list, kept META_DEDUPE_TTL_S (14 days by default) after its last id
+    assert r.ttl(SK.chat(ALICE).history) > 7 * 86400
+    for i in range(60):
+        ph.cloud_post(client, ph.cloud_text(ALICE, f"m{i}")[1])
+    assert ph.cloud_post(client, body).json["events"][0]["status"] == "duplicate"
+    assert r.ttl(SK.chat(ALICE).seen) > 7 * 86400
 
 
 def test_a_batched_body_stores_every_message_and_status_of_every_entry(client: Any, r: redis.Redis) -> None:
@@ -167,7 +172,8 @@ def test_interactive_replies_become_their_option_key(client: Any, r: redis.Redis
         assert ph.cloud_post(client, ph.cloud_message(ALICE, message)[1]).status_code == 200
     stored = history(r)
     assert [(m["text"], m["title"]) for m in stored] == [("1", "Sim"), ("3", "Cancelar")]
-    assert [json.loads(raw)["text"] for raw in r.lrange(SK.chat(ALICE).inbox, 0, -1)] == ["1", "3"]
+    inbox = [record_codec.decode(raw, ALICE) for raw in r.lrange(SK.chat(ALICE).inbox, 0, -1)]
+    assert [m["text"] for m in inbox] == ["1", "3"]
 
 
 def test_media_location_and_reaction_keep_their_metadata(client: Any, r: redis.Redis) -> None:
@@ -196,11 +202,12 @@ def test_a_message_to_another_phone_number_is_ignored(client: Any, r: redis.Redi
 def _our_message(r: redis.Redis, wamid: str) -> None:
     """A reply of ours as the outbox files it once Meta accepted it (status SENT, ack 1)."""
     record = {"id": wamid, "direction": "out", "text": "olá", "status": "SENT", "ack": 1}
-    r.hset(SK.chat(ALICE).msgs, wamid, json.dumps(record))
+    r.rpush(SK.chat(ALICE).history, *record_codec.encode_pair(record, ALICE))
 
 
 def _status_of(r: redis.Redis, wamid: str) -> dict:
-    return json.loads(r.hget(SK.chat(ALICE).msgs, wamid))
+    [found] = [m for m in read_history(r, "default", ALICE) if m["id"] == wamid]
+    return found
 
 
 @pytest.mark.parametrize("order", [("delivered", "failed"), ("failed", "delivered")])
@@ -323,12 +330,13 @@ def test_evolution_without_the_instance_key_is_401(client: Any, r: redis.Redis, 
 
 def test_evolution_status_update_and_connection_update(client: Any, r: redis.Redis) -> None:
     record = {"id": "3EB0OURS", "direction": "out", "text": "olá", "status": "SENT", "ack": 1}
-    r.hset(SK.chat(ALICE_EVO).msgs, "3EB0OURS", json.dumps(record))
+    r.rpush(SK.chat(ALICE_EVO).history, *record_codec.encode_pair(record, ALICE_EVO))
     update = {"keyId": "3EB0OURS", "remoteJid": ALICE_EVO, "fromMe": True, "status": "READ"}
     assert (
         ph.evolution_post(client, ph.evolution_body("messages.update", update)).json["events"][0]["status"] == "updated"
     )
-    assert json.loads(r.hget(SK.chat(ALICE_EVO).msgs, "3EB0OURS"))["status"] == "READ"
+    [ours] = [m for m in read_history(r, "default", ALICE_EVO) if m["id"] == "3EB0OURS"]
+    assert ours["status"] == "READ"
     closed = ph.evolution_body("connection.update", {"instance": "default", "state": "close"})
     assert ph.evolution_post(client, closed).status_code == 200
     assert r.hget(SK.status, "status") == "STOPPED"
