@@ -20,6 +20,7 @@ FLOORS = {
     "agent": 3,
     "attendance": 4,
     "ops": 5,
+    "console": 5,
     "adapters": 5,
 }
 

@@ -13,6 +13,7 @@ from wsm.conversation.history import read_history
 from wsm.core.errors import RedisUnavailable
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import get_settings
+from wsm.core.status import TRANSITION
 from wsm.ops.chat_data import erase_chat, export_chat
 from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
@@ -85,6 +86,9 @@ def _line(message: dict[str, Any]) -> str:
         return (
             f"{when} ** tool {message.get('tool')}({call}) -> {json.dumps(message.get('result'), ensure_ascii=False)}"
         )
+    if message.get("kind") == TRANSITION:
+        who = f" ({message['operator']})" if message.get("operator") else ""
+        return f"{when} ** owner {message.get('from')} -> {message.get('to')}{who}, by {message.get('by')}"
     arrow = "<-" if message.get("direction") == "in" else "->"
     text = message.get("text") or ""
     media = message.get("media")

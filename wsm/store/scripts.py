@@ -31,8 +31,14 @@ NAMES = (
     "schedule_waitlist",
     "schedule_erase",
     "calendar_lock",
+    "owner_queue",
+    "owner_take",
+    "owner_return",
+    "owner_close",
+    "owner_phone",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
+OWNER_LIB = "_owner_lib"  # shared helpers put in front of every owner_*.lua (human attendance)
 
 
 @cache
@@ -40,6 +46,8 @@ def _source(name: str) -> str:
     text = resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
     if name.startswith("schedule_"):
         return _source(SCHEDULE_LIB) + "\n" + text
+    if name.startswith("owner_"):
+        return _source(OWNER_LIB) + "\n" + text
     return text
 
 
@@ -68,3 +76,8 @@ class Scripts:
     schedule_waitlist: Script
     schedule_erase: Script
     calendar_lock: Script
+    owner_queue: Script
+    owner_take: Script
+    owner_return: Script
+    owner_close: Script
+    owner_phone: Script
