@@ -92,6 +92,12 @@ class Settings:
     llm_max_tool_calls: int
     llm_max_turn_tokens: int
     llm_history_tokens: int
+    # --- the operator console (wsm/console) ---
+    console_secret: str
+    console_session_s: int
+    console_login_max: int
+    console_login_window_s: int
+    console_sse_s: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,12 +150,18 @@ class Settings:
             llm_max_tool_calls=max(1, _int("LLM_MAX_TOOL_CALLS", 8)),
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
+            # the operator console
+            console_secret=_str("WSM_CONSOLE_SECRET"),
+            console_session_s=max(60, _int("WSM_CONSOLE_SESSION_S", 12 * 3600)),
+            console_login_max=max(1, _int("WSM_CONSOLE_LOGIN_MAX", 5)),
+            console_login_window_s=max(1, _int("WSM_CONSOLE_LOGIN_WINDOW_S", 300)),
+            console_sse_s=max(1.0, _float("WSM_CONSOLE_SSE_S", 25.0)),
         )
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
-        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
-        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "llm_api_key"}
+        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token", "llm_api_key"}
+        secret |= {"console_secret"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

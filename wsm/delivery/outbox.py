@@ -24,7 +24,7 @@ from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionN
 from wsm.core.privacy import mask_chat
 from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
-from wsm.store import keys
+from wsm.store import event_stream, keys
 from wsm.store.chat_store import ChatStore
 from wsm.waha.client import WahaClient
 
@@ -77,6 +77,7 @@ class Sender:
                 continue
             self._record(chat, entry["id"], waha_id, "SENT")
             _count_sent(entry)
+            event_stream.append(self.redis, chat.session, event_stream.MESSAGE, chat=chat.chat_id, direction="out")
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE

@@ -15,6 +15,7 @@ from wsm.core.privacy import mask_chat
 from wsm.core.settings import get_settings
 from wsm.core.status import TRANSITION
 from wsm.ops.chat_data import erase_chat, export_chat
+from wsm.ops.operator_cli import operator
 from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
 
@@ -77,6 +78,7 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
 
 
 main.add_command(schedule)
+main.add_command(operator)
 
 
 def _line(message: dict[str, Any]) -> str:

@@ -54,7 +54,8 @@ Human attendance and the console (per session, written by the ``owner_*`` script
 | ``events:stream`` | stream | console events (message in/out, queue, ownership, appointment, dead letter) | owner scripts, event_stream | ``EVENTS_STREAM_MAX`` (XADD MAXLEN ~) |
 
 Global: ``wsm:operators`` (hash, operator name -> JSON with the scrypt hash of the password) and
-``wsm:console:login:<name>`` (string, failed logins in the current window; expires after the window).
+``wsm:console:login:<name>`` (string, failed logins in the current window; expires after the window) and
+``wsm:console:session:<id>`` (string, the operator of a logged-in console session; ``WSM_CONSOLE_SESSION_S``).
 
 Scheduling (:class:`ScheduleKeys`, prefix ``wsm:{S}:sched:`` unless noted):
 
@@ -104,8 +105,22 @@ OPERATORS = f"{PREFIX}:operators"  # console: operator name -> JSON (scrypt hash
 
 
 def console_login_failures(name: str) -> str:
-    """Failed console logins of one name (rate limit window)."""
+    """Failed console logins of one name or client address (rate limit window)."""
     return f"{PREFIX}:console:login:{name}"
+
+
+def console_session(session_id: str) -> str:
+    """One logged-in console session (string: operator name; expires with ``WSM_CONSOLE_SESSION_S``)."""
+    return f"{PREFIX}:console:session:{session_id}"
+
+
+def chat_state_pattern(session: str) -> str:
+    """SCAN pattern of every chat state hash of a session (the console's conversation list)."""
+    return f"{session_tag(session)}:chat:*:state"
+
+
+def chat_from_state_key(session: str, key: str) -> str:
+    return key.removeprefix(f"{session_tag(session)}:chat:").removesuffix(":state")
 
 
 def session_tag(session: str) -> str:
