@@ -12,7 +12,7 @@ import logging
 from functools import cached_property
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import flask
 import redis
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/operators")
     def operators() -> str:
-        rows = {s: pages.operators(console.redis, s) for s in pages.sessions(console.redis)}
+        rows = {s: pages.operators(console.redis, s) for s in _sessions(console)}
         return _page("operators.html", by_session=rows)
 
     @app.get("/assets/<name>")
@@ -206,13 +206,13 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def go_online() -> Any:
         me = _me()
         capacity = _int_field("capacity")
-        for session in pages.sessions(console.redis) or ["default"]:
+        for session in _sessions(console):
             console.ownership.operators.go_online(session, me, capacity)
         return _back("Você está online.")
 
     @app.post("/offline")
     def go_offline() -> Any:
-        for session in pages.sessions(console.redis):
+        for session in _sessions(console):
             console.ownership.operators.go_offline(session, _me())
         return _back("Você está offline.")
 
@@ -312,6 +312,11 @@ def _console() -> Console:
     return flask.current_app.extensions["wsm_console"]
 
 
+def _sessions(console: Console) -> list[str]:
+    """The WAHA sessions seen so far; before the first message, the default one (WAHA's ``default``)."""
+    return pages.sessions(console.redis) or ["default"]
+
+
 def _me() -> str:
     login: Login = flask.g.login
     return login.operator
@@ -356,7 +361,9 @@ def _session_and_chat(source: Any = None) -> tuple[str, str]:
 
 
 def _back(message: str, status: int = 303) -> Any:
-    target = flask.request.form.get("back") or flask.request.referrer or "/queues"
+    referrer = urlsplit(flask.request.referrer or "")
+    same_site = referrer.netloc == flask.request.host
+    target = (referrer.path + (f"?{referrer.query}" if referrer.query else "")) if same_site else "/queues"
     if not target.startswith("/") or target.startswith("//"):
         target = "/queues"
     path = target.split("?msg=")[0].split("&msg=")[0]
