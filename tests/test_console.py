@@ -125,9 +125,10 @@ def test_logins_are_rate_limited(r: redis.Redis, monkeypatch: pytest.MonkeyPatch
     assert r.ttl(keys.console_login_failures("ana")) > 0
 
 
-def test_without_a_secret_the_console_does_not_start(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="WSM_CONSOLE_SECRET"):
-        console_app(monkeypatch, WSM_CONSOLE_SECRET="")
+def test_without_a_secret_the_console_is_off_and_says_why(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = console_app(monkeypatch, WSM_CONSOLE_SECRET="").test_client()
+    for res in (client.get("/login"), client.get("/queues"), client.post("/login", data={"name": "a"})):
+        assert res.status_code == 503 and "WSM_CONSOLE_SECRET" in res.get_data(as_text=True)
 
 
 def test_operator_takes_replies_and_returns_to_bot_over_http(app, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
@@ -218,6 +219,10 @@ def test_metrics_on_the_console_need_their_token(r: redis.Redis, monkeypatch: py
     assert res.status_code == 200 and "wsm_operators_online" in res.get_data(as_text=True)
 
 
+def test_healthz_answers_while_redis_does(app) -> None:  # type: ignore[no-untyped-def]
+    assert app.test_client().get("/healthz").status_code == 200
+
+
 def test_redis_down_is_a_clear_503(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     from infra.platform.redis_server import free_port
 
@@ -228,3 +233,4 @@ def test_redis_down_is_a_clear_503(r: redis.Redis, monkeypatch: pytest.MonkeyPat
     app.extensions["wsm_console"].auth.redis = dead
     res = client.get("/queues")
     assert res.status_code == 503 and "Redis" in res.get_data(as_text=True)
+    assert client.get("/healthz").status_code == 503

@@ -35,7 +35,7 @@ from wsm.store.events import MESSAGE_RECEIVED, WakeUp
 from wsm.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/login", "/assets/")
+OPEN_PATHS = ("/login", "/assets/", "/healthz")
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
@@ -69,8 +69,11 @@ class Console:
 
 
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> flask.Flask:
+    settings = settings or get_settings()
+    if not settings.console_secret:  # off, like /metrics without its token: every request is told why
+        return _switched_off()
     app = flask.Flask(__name__, template_folder="templates")
-    console = Console(settings or get_settings(), client)
+    console = Console(settings, client)
     app.extensions["wsm_console"] = console
 
     @app.before_request
@@ -101,6 +104,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def redis_down(error: Exception) -> tuple[str, int]:
         log.warning("console: Redis unavailable: %s", type(error).__name__)
         return "Redis is unavailable; try again in a moment.", 503
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        """200 while Redis answers (the compose health check); 503 through the Redis error handler otherwise."""
+        console.redis.ping()
+        return "ok", 200
 
     # --- login ---------------------------------------------------------------------------------------
 
@@ -306,6 +315,17 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
+
+def _switched_off() -> flask.Flask:
+    app = flask.Flask(__name__)
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
+    @app.route("/<path:path>", methods=["GET", "POST"])
+    def off(path: str) -> tuple[str, int]:
+        return "the console is off: set WSM_CONSOLE_SECRET (a long random string) to sign its cookies", 503
+
+    return app
 
 
 def _console() -> Console:
