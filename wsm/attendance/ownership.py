@@ -120,7 +120,7 @@ class Ownership:
         result = self.scripts.owner_queue(
             keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.notify, ck.log, ck.msgs, sk.events_stream],
             args=[chat, now, _record_id(), sk.EVENTS_STREAM_MAX, by, Owner.HUMAN_QUEUE, ChatStatus.HANDOFF,
-                  now + HUMAN_HOLD_MS],
+                  now + HUMAN_HOLD_MS, event_stream.OWNER_NAMES],
         )  # fmt: skip
         if result[0] != "queued":
             return None
@@ -164,7 +164,8 @@ class Ownership:
             keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.notify, ck.log, ck.msgs, sk.events_stream,
                   sk.operators_online, sk.operators_load, sk.active, sk.queue, sk.notify_due, sk.human_handle_stats],
             args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, operator, by or operator,
-                  Owner.WITH_OPERATOR, ChatStatus.HANDOFF, now_ms() + HUMAN_HOLD_MS, keys.EVENTS_CHANNEL, session],
+                  Owner.WITH_OPERATOR, ChatStatus.HANDOFF, now_ms() + HUMAN_HOLD_MS, keys.EVENTS_CHANNEL, session,
+                  event_stream.OWNER_NAMES],
         )  # fmt: skip
         verdict = result[0]
         if verdict == "offline":
@@ -194,7 +195,8 @@ class Ownership:
         result = self.scripts.owner_return(
             keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.log, ck.msgs, sk.events_stream,
                   sk.operators_load, sk.human_handle_stats],
-            args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, by, step, Owner.BOT, ChatStatus.CLOSED],
+            args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, by, step, Owner.BOT, ChatStatus.CLOSED,
+                  event_stream.OWNER_NAMES],
         )  # fmt: skip
         if result != "ok":
             return False
@@ -209,7 +211,7 @@ class Ownership:
             keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.log, ck.msgs, sk.events_stream,
                   sk.operators_load, sk.human_handle_stats],
             args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, by, Owner.CLOSED, ChatStatus.CLOSED,
-                  EndReason.HANDOFF],
+                  EndReason.HANDOFF, event_stream.OWNER_NAMES],
         )  # fmt: skip
         if result != "ok":
             return False

@@ -107,7 +107,7 @@ class Ingestor:
         self.scripts.owner_phone(
             keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.log, ck.msgs, sk.events_stream],
             args=[chat, now, "own_" + uuid.uuid4().hex, sk.EVENTS_STREAM_MAX, Owner.WITH_OPERATOR, PHONE_OPERATOR,
-                  now + HUMAN_HOLD_MS],
+                  now + HUMAN_HOLD_MS, event_stream.OWNER_NAMES],
         )  # fmt: skip
 
     def _ack(self, ack: Ack) -> Outcome:

@@ -8,10 +8,12 @@ holds it: ``SessionKeys.EVENTS_STREAM_MAX`` entries).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import redis
 
+from wsm.core.status import TRANSITION, Owner
 from wsm.store import keys
 
 MESSAGE = "message"  # fields chat, direction (in | out), source (customer | bot | operator | phone)
@@ -21,6 +23,8 @@ OPERATORS = "operators"  # an operator went online or offline; field operator
 APPOINTMENT = "appointment"  # an appointment was booked, moved or cancelled; field chat
 DEAD_LETTER = "dead_letter"  # the dead-letter list changed
 LEFT_MESSAGE = "left_message"  # someone left a message for the operators; field chat
+# the last ARGV of every owner_*.lua: the names those scripts must not spell (see _owner_lib.lua)
+OWNER_NAMES = json.dumps({"bot": Owner.BOT, "with_operator": Owner.WITH_OPERATOR, "record": TRANSITION, "event": OWNER})
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,15 @@
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] who asked (flow | agent | operator name)  ARGV[6] owner human_queue  ARGV[7] status handoff
 -- ARGV[8] the bot stays quiet until (ms)
+-- ARGV[last] the names the script must not spell (see _owner_lib.lua)
 -- Returns {"queued", position} | {"already", owner}: a chat already with a human is left as it is
 
 local chat, now = ARGV[1], tonumber(ARGV[2])
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
-if owner == ARGV[6] or owner == 'with_operator' then
+if owner == ARGV[6] or owner == N.with_operator then
   return {'already', owner}
 end
-owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[6], '', ARGV[5], 'transition')
+owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[6], '', ARGV[5])
 redis.call('HSET', KEYS[1], 'status', ARGV[7], 'handoff_until_ms', ARGV[8], 'human_queued_ms', now, 'conv', '0')
 redis.call('ZADD', KEYS[2], 'NX', now, chat)
 redis.call('ZADD', KEYS[3], 0, chat)

@@ -6,6 +6,7 @@
 -- KEYS[6] events stream  KEYS[7] operators load  KEYS[8] human handle stats
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] who did it  ARGV[6] step  ARGV[7] owner bot  ARGV[8] status closed
+-- ARGV[last] the names the script must not spell (see _owner_lib.lua)
 -- Returns "ok" | "bot" (the bot has it already: nothing changed)
 
 local chat, now = ARGV[1], tonumber(ARGV[2])
@@ -14,7 +15,7 @@ if owner == '' or owner == ARGV[7] then
   return 'bot'
 end
 owner_let_go(KEYS[1], KEYS[7], KEYS[8], now)
-owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3], ARGV[7], '', ARGV[5], 'transition')
+owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3], ARGV[7], '', ARGV[5])
 redis.call('ZREM', KEYS[2], chat)
 redis.call('ZREM', KEYS[3], chat)
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'handoff_until_ms', '0', 'conv', '1', 'step', ARGV[6],

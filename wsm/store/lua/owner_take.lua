@@ -8,6 +8,7 @@
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] operator  ARGV[6] who did it  ARGV[7] owner with_operator  ARGV[8] status handoff
 -- ARGV[9] the bot stays quiet until (ms)  ARGV[10] events channel  ARGV[11] session
+-- ARGV[last] the names the script must not spell (see _owner_lib.lua)
 -- Returns {"taken", ms waited in the human queue or -1} | {"offline"} | {"full"} | {"already"}
 
 local chat, now, operator = ARGV[1], tonumber(ARGV[2]), ARGV[5]
@@ -23,7 +24,7 @@ if tonumber(redis.call('HGET', KEYS[9], operator) or '0') >= capacity then
 end
 local queued = redis.call('ZSCORE', KEYS[2], chat)
 owner_let_go(KEYS[1], KEYS[9], KEYS[13], now)
-owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[7], operator, ARGV[6], 'transition')
+owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[7], operator, ARGV[6])
 redis.call('HINCRBY', KEYS[9], operator, 1)
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'handoff_until_ms', ARGV[9], 'conv', '0')
 redis.call('ZREM', KEYS[2], chat)
