@@ -20,7 +20,6 @@ MESSAGE = "message"  # fields chat, direction (in | out), source (customer | bot
 QUEUE = "queue"  # the bot queue or the human queue changed; field chat
 OWNER = "owner"  # an ownership transition (written by the owner_*.lua scripts); fields chat, owner, operator
 OPERATORS = "operators"  # an operator went online or offline; field operator
-APPOINTMENT = "appointment"  # an appointment was booked, moved or cancelled; field chat
 DEAD_LETTER = "dead_letter"  # the dead-letter list changed
 LEFT_MESSAGE = "left_message"  # someone left a message for the operators; field chat
 # the last ARGV of every owner_*.lua: the names those scripts must not spell (see _owner_lib.lua)

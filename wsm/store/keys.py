@@ -51,7 +51,7 @@ Human attendance and the console (per session, written by the ``owner_*`` script
 | ``human:left`` | list | JSON messages left for the operators while nobody could answer, newest first | worker | ``LEFT_MAX`` |
 | ``operators:online`` | zset | operators online, score = capacity (chats at once) | console | one member per operator |
 | ``operators:load`` | hash | operator -> chats they hold now | owner scripts | one field per operator |
-| ``events:stream`` | stream | console events (message in/out, queue, ownership, appointment, dead letter) | owner scripts, event_stream | ``EVENTS_STREAM_MAX`` (XADD MAXLEN ~) |
+| ``events:stream`` | stream | console events (message in/out, queue, ownership, operators, left message, dead letter) | owner scripts, event_stream | ``EVENTS_STREAM_MAX`` (XADD MAXLEN ~) |
 
 Global: ``wsm:operators`` (hash, operator name -> JSON with the scrypt hash of the password) and
 ``wsm:console:login:<name>`` (string, failed logins in the current window; expires after the window) and

@@ -5,11 +5,11 @@
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] who did it  ARGV[6] owner closed  ARGV[7] status closed  ARGV[8] end reason handoff
 -- ARGV[last] the names the script must not spell (see _owner_lib.lua)
--- Returns "ok" | "closed" (already closed: nothing changed)
+-- Returns "ok" | "already" (already closed: nothing changed)
 
 local chat, now = ARGV[1], tonumber(ARGV[2])
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[6] then
-  return 'closed'
+  return 'already'
 end
 owner_let_go(KEYS[1], KEYS[7], KEYS[8], now)
 owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3], ARGV[6], '', ARGV[5])

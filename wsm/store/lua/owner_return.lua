@@ -7,12 +7,12 @@
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] who did it  ARGV[6] step  ARGV[7] owner bot  ARGV[8] status closed
 -- ARGV[last] the names the script must not spell (see _owner_lib.lua)
--- Returns "ok" | "bot" (the bot has it already: nothing changed)
+-- Returns "ok" | "already" (the bot has it already: nothing changed)
 
 local chat, now = ARGV[1], tonumber(ARGV[2])
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 if owner == '' or owner == ARGV[7] then
-  return 'bot'
+  return 'already'
 end
 owner_let_go(KEYS[1], KEYS[7], KEYS[8], now)
 owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3], ARGV[7], '', ARGV[5])
