@@ -5,6 +5,8 @@ the worker and notifier called as the router would (tests/test_attendance.py's p
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,9 +19,11 @@ from tests.booking_helpers import always_open
 from tests.test_attendance import SK, A, B, C, Platform, make_platform
 from wsm.attendance.operators import OperatorError, Operators
 from wsm.attendance.ownership import Ownership, OwnershipError, owner_of
+from wsm.console import live
 from wsm.conversation.history import read_history
 from wsm.core.status import Owner
 from wsm.store import event_stream
+from wsm.store.scripts import Scripts
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -204,3 +208,82 @@ def test_operators_passwords_are_hashed_and_checked(r: redis.Redis) -> None:
     ops.go_online("default", "ana", 2)
     assert ops.remove("ana") and not ops.remove("ana")
     assert ops.names() == [] and ops.online("default") == {}
+
+
+def test_two_operators_taking_the_same_chat_at_once_one_wins(platform: Platform) -> None:
+    for name in ("ana", "bia"):
+        online(platform, name, capacity=5)
+    ask_for_human(platform, A)
+    own = ownership(platform)
+    barrier = threading.Barrier(2)
+
+    def grab(name: str) -> str:
+        barrier.wait()
+        try:
+            own.take_next("default", name)
+        except OwnershipError as e:
+            return str(e)
+        return name
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(grab, ["ana", "bia"]))
+    holder = state(platform, A)["operator"]
+    assert holder in ("ana", "bia")
+    load = platform.r.hgetall(SK.operators_load)
+    assert sum(int(v) for v in load.values()) == 1 and load[holder] == "1"
+    assert [t for t in transitions(platform, A) if t[1] == "with_operator"] == [
+        ("human_queue", "with_operator", holder)
+    ]
+
+
+def test_capacity_holds_under_concurrent_takes(platform: Platform) -> None:
+    online(platform, capacity=1)
+    chats = [f"55119000001{i:02d}@c.us" for i in range(6)]
+    for chat in chats:
+        ask_for_human(platform, chat)
+    own = ownership(platform)
+
+    def take(chat: str) -> bool:
+        try:
+            own.take("default", chat, "ana")
+        except OwnershipError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(take, chats)) == 1
+    assert platform.r.hget(SK.operators_load, "ana") == "1" and platform.r.zcard(SK.human_queue) == 5
+
+
+def test_asking_twice_queues_once(platform: Platform) -> None:
+    online(platform)
+    ask_for_human(platform, A)
+    assert ownership(platform).hand_off("default", A, "agent") is None
+    assert platform.r.zrange(SK.human_queue, 0, -1) == [A] and len(transitions(platform, A)) == 1
+
+
+def test_an_operator_reply_survives_waha_being_down(platform: Platform, sim: WahaSimulator) -> None:
+    online(platform)
+    ask_for_human(platform, A)
+    own = ownership(platform)
+    own.take("default", A, "ana")
+    sim.set_outage(500)
+    own.reply("default", A, "ana", "Já verifico para você")
+    platform.dispatch(A)
+    assert "Já verifico para você" not in platform.texts(A)
+    assert platform.r.llen(SK.chat(A).outbox) == 1  # kept, retried later
+    sim.clear_outage()
+    platform.r.hdel(SK.chat(A).state, "send_retry_at_ms")  # instead of waiting out the backoff
+    platform.dispatch(A)
+    assert platform.texts(A)[-1] == "Já verifico para você" and platform.r.llen(SK.chat(A).outbox) == 0
+
+
+def test_redis_down_the_actions_fail_clearly(platform: Platform) -> None:
+    from infra.platform.redis_server import free_port
+
+    dead = redis.Redis(port=free_port(), decode_responses=True, socket_connect_timeout=0.5)
+    own = Ownership(dead, Scripts(dead), platform.settings, always_open())
+    with pytest.raises(redis.ConnectionError):
+        own.take("default", A, "ana")
+    body = list(live.stream(dead, {"default": "0-0"}, 30))  # ends at once: the browser reconnects later
+    assert body[-1] == ": redis unavailable\n\n"
