@@ -287,3 +287,19 @@ def test_redis_down_the_actions_fail_clearly(platform: Platform) -> None:
         own.take("default", A, "ana")
     body = list(live.stream(dead, {"default": "0-0"}, 30))  # ends at once: the browser reconnects later
     assert body[-1] == ": redis unavailable\n\n"
+
+
+def test_answering_a_message_left_then_returning_to_the_bot(platform: Platform) -> None:
+    ask_for_human(platform, B)  # nobody online
+    platform.say(B, "Preciso falar sobre uma cobrança")
+    assert [m["chat"] for m in ownership(platform).left_messages("default")] == [B]
+    ask_for_human(platform, A)  # told nobody is there; taken before writing anything more
+    online(platform)
+    own = ownership(platform)
+    own.take("default", A, "ana")  # the console's "Responder"
+    own.dismiss_left("default", B)
+    assert own.left_messages("default") == []
+    prompt = platform.worker.engine.prompt(platform.worker.engine.flow.steps["menu"], {})
+    own.return_to_bot("default", A, "menu", "ana", prompt)
+    platform.say(A, "2")  # the bot's again: an answer to the menu, not a message left
+    assert platform.texts(A)[-1].startswith("Funcionamos de segunda a sexta")

@@ -305,7 +305,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     @app.errorhandler(OwnershipError)
     @app.errorhandler(OperatorError)
     def refused(error: Exception) -> Any:
-        return _back(str(error), status=409)
+        return _back(str(error))  # back to the page, which shows why
 
     @app.errorhandler(400)
     def bad_request(error: HTTPException) -> tuple[str, int]:
@@ -380,7 +380,7 @@ def _session_and_chat(source: Any = None) -> tuple[str, str]:
     return session, chat_id
 
 
-def _back(message: str, status: int = 303) -> Any:
+def _back(message: str) -> Any:
     referrer = urlsplit(flask.request.referrer or "")
     same_site = referrer.netloc == flask.request.host
     target = (referrer.path + (f"?{referrer.query}" if referrer.query else "")) if same_site else "/queues"
@@ -388,10 +388,7 @@ def _back(message: str, status: int = 303) -> Any:
         target = "/queues"
     path = target.split("?msg=")[0].split("&msg=")[0]
     joiner = "&" if "?" in path else "?"
-    response = flask.redirect(f"{path}{joiner}{urlencode({'msg': message})}", 303)
-    if status != 303:
-        response.headers["X-Refused"] = "1"
-    return response
+    return flask.redirect(f"{path}{joiner}{urlencode({'msg': message})}", 303)
 
 
 def _to_chat(session: str, chat_id: str) -> Any:

@@ -16,5 +16,5 @@ owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3]
 redis.call('ZREM', KEYS[2], chat)
 redis.call('ZREM', KEYS[3], chat)
 redis.call('HSET', KEYS[1], 'status', ARGV[7], 'handoff_until_ms', '0', 'conv', '0', 'step', '', 'fields', '{}',
-  'closed_reason', ARGV[8], 'closed_ms', now)
+  'closed_reason', ARGV[8], 'closed_ms', now, 'leave_message', '')
 return 'ok'

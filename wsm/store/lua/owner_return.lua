@@ -19,5 +19,5 @@ owner_transition(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], chat, now, ARGV[3]
 redis.call('ZREM', KEYS[2], chat)
 redis.call('ZREM', KEYS[3], chat)
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'handoff_until_ms', '0', 'conv', '1', 'step', ARGV[6],
-  'closed_reason', '', 'admitted_from_queue', '0')
+  'closed_reason', '', 'admitted_from_queue', '0', 'leave_message', '')
 return 'ok'
