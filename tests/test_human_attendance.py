@@ -303,3 +303,19 @@ def test_answering_a_message_left_then_returning_to_the_bot(platform: Platform) 
     own.return_to_bot("default", A, "menu", "ana", prompt)
     platform.say(A, "2")  # the bot's again: an answer to the menu, not a message left
     assert platform.texts(A)[-1].startswith("Funcionamos de segunda a sexta")
+
+
+def test_erasing_a_chat_removes_it_from_human_attendance(platform: Platform) -> None:
+    from wsm.ops.chat_data import erase_chat
+
+    ask_for_human(platform, B)  # nobody online: a message left
+    platform.say(B, "meu CPF é 123")
+    online(platform)
+    ask_for_human(platform, A)
+    ownership(platform).take("default", A, "ana")
+    for chat in (A, B):
+        erased = erase_chat(platform.r, "default", chat, 3)
+        assert erased.human_attendance > 0
+    assert ownership(platform).left_messages("default") == []
+    assert platform.r.hget(SK.operators_load, "ana") == "0"
+    assert all(e.fields.get("chat") not in (A, B) for e in event_stream.read_since(platform.r, {"default": "0-0"}))

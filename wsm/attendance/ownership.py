@@ -244,6 +244,22 @@ class Ownership:
             store.release()
         self._wake(session, chat, MESSAGE_RECEIVED)
 
+    def erase(self, session: str, chat: str) -> int:
+        """Erasure (LGPD/GDPR): the chat leaves the human queue and its operator's load; its left messages and its
+        events in the console's stream are deleted. Call before the chat's own keys go. Returns entries removed."""
+        sk = keys.SessionKeys(session)
+        state = self.redis.hgetall(sk.chat(chat).state)
+        removed = self.redis.zrem(sk.human_queue, chat) + self.redis.zrem(sk.human_notify_due, chat)
+        if owner_of(state) is Owner.WITH_OPERATOR and state.get("operator"):
+            self.redis.hincrby(sk.operators_load, state["operator"], -1)
+        for entry in self.left_messages(session):
+            if entry.get("chat") == chat:
+                removed += self.redis.lrem(sk.human_left, 0, json.dumps(entry, ensure_ascii=False))
+        doomed = [i for i, fields in self.redis.xrange(sk.events_stream) if fields.get("chat") == chat]
+        if doomed:
+            removed += self.redis.xdel(sk.events_stream, *doomed)
+        return int(removed)
+
     # --- helpers -----------------------------------------------------------------------------------------
 
     def _wake(self, session: str, chat: str, kind: str) -> None:

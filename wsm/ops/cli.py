@@ -69,6 +69,8 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
         raise click.ClickException(str(e)) from e
     parts = [f"{len(erased.keys_deleted)} keys", f"{erased.deadletter_entries} dead-letter entries"]
     parts.append(f"{erased.appointments} appointments")
+    if erased.human_attendance:
+        parts.append(f"{erased.human_attendance} human-attendance entries")
     if erased.left:
         parts.append("left " + ", ".join(erased.left))
     if erased.admitted:
