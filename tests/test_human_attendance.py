@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -319,3 +320,18 @@ def test_erasing_a_chat_removes_it_from_human_attendance(platform: Platform) -> 
     assert ownership(platform).left_messages("default") == []
     assert platform.r.hget(SK.operators_load, "ana") == "0"
     assert all(e.fields.get("chat") not in (A, B) for e in event_stream.read_since(platform.r, {"default": "0-0"}))
+
+
+def test_after_a_phone_takeover_lapses_the_person_can_ask_for_a_human_again(
+    r: redis.Redis, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = make_platform(r, sim, monkeypatch, WSM_HANDOFF_S="1")
+    online(platform)
+    phone = wp.message_payload(A, "Oi, é a recepção", from_me=True, source="app")
+    platform.say(A, "", wp.envelope("message.any", phone))
+    assert owner_of(state(platform, A)) is Owner.WITH_OPERATOR
+    time.sleep(1.1)  # WSM_HANDOFF_S passes: the bot answers again
+    assert owner_of(state(platform, A)) is Owner.BOT
+    ask_for_human(platform, A)
+    assert platform.r.zrange(SK.human_queue, 0, -1) == [A]
+    assert platform.texts(A)[-1].startswith("Você é o 1º na fila para falar com um atendente")

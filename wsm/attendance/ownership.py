@@ -101,8 +101,8 @@ class Ownership:
         queue (call :meth:`hand_off` after the commit). False: nobody can answer now; the turn is rewritten to say
         when people are back, to take a message, and to keep the chat with the bot."""
         found = self.availability(session)
-        if found.available:
-            turn.state["handoff_until_ms"] = str(now_ms() + HUMAN_HOLD_MS)
+        if found.available:  # owner_queue.lua makes the bot quiet; until it runs (or if it never does) the bot answers
+            turn.state["handoff_until_ms"] = "0"
             return True
         notice = self.texts(flow_texts)["human_unavailable"].replace("{when}", found.when)
         if turn.replies:

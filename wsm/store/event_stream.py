@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from wsm.core.status import TRANSITION, Owner
+from wsm.core.status import PHONE_OPERATOR, TRANSITION, Owner
 from wsm.store import keys
 
 MESSAGE = "message"  # fields chat, direction (in | out), source (customer | bot | operator | phone)
@@ -23,7 +23,15 @@ OPERATORS = "operators"  # an operator went online or offline; field operator
 DEAD_LETTER = "dead_letter"  # the dead-letter list changed
 LEFT_MESSAGE = "left_message"  # someone left a message for the operators; field chat
 # the last ARGV of every owner_*.lua: the names those scripts must not spell (see _owner_lib.lua)
-OWNER_NAMES = json.dumps({"bot": Owner.BOT, "with_operator": Owner.WITH_OPERATOR, "record": TRANSITION, "event": OWNER})
+OWNER_NAMES = json.dumps(
+    {
+        "bot": Owner.BOT,
+        "with_operator": Owner.WITH_OPERATOR,
+        "phone": PHONE_OPERATOR,
+        "record": TRANSITION,
+        "event": OWNER,
+    }
+)
 
 
 @dataclass(frozen=True)

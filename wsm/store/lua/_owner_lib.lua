@@ -2,7 +2,8 @@
 -- the chat's history (a record of kind "transition", never sent) and announced on the session's console
 -- event stream, in the same script that makes it.
 -- Every owner script's last ARGV is the JSON of the names it must not spell (wsm.store.event_stream.OWNER_NAMES):
--- {"bot", "with_operator" (wsm.core.status.Owner), "record" (the history kind), "event" (the stream event type)}.
+-- {"bot", "with_operator" (wsm.core.status.Owner), "phone" (the phone's operator name), "record" (the history
+-- kind), "event" (the stream event type)}.
 local N = cjson.decode(ARGV[#ARGV])
 
 local function owner_transition(state, log, msgs, stream, stream_max, chat, now, record_id, to, operator, by)

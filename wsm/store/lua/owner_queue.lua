@@ -11,7 +11,9 @@
 
 local chat, now = ARGV[1], tonumber(ARGV[2])
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
-if owner == ARGV[6] or owner == N.with_operator then
+local phone_lapsed = redis.call('HGET', KEYS[1], 'operator') == N.phone
+  and (tonumber(redis.call('HGET', KEYS[1], 'handoff_until_ms')) or 0) <= now  -- the bot had it back already
+if owner == ARGV[6] or (owner == N.with_operator and not phone_lapsed) then
   return {'already', owner}
 end
 owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[6], '', ARGV[5])
