@@ -70,7 +70,7 @@ class Console:
 
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> flask.Flask:
     settings = settings or get_settings()
-    if not settings.console_secret:  # off, like /metrics without its token: every request is told why
+    if not settings.console_signing_key:  # off, like /metrics without its token: every request is told why
         return _switched_off()
     app = flask.Flask(__name__, template_folder="templates")
     console = Console(settings, client)

@@ -34,12 +34,12 @@ class Login:
 
 class Auth:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        if not settings.console_secret:
+        if not settings.console_signing_key:
             raise ValueError("the console needs WSM_CONSOLE_SECRET (a long random string) to sign its cookies")
         self.redis = client
         self.settings = settings
         self.operators = Operators(client)
-        self.signer = URLSafeTimedSerializer(settings.console_secret, salt="wsm-console")
+        self.signer = URLSafeTimedSerializer(settings.console_signing_key, salt="wsm-console")
 
     # --- logging in ----------------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class Settings:
     llm_max_turn_tokens: int
     llm_history_tokens: int
     # --- the operator console (wsm/console) ---
-    console_secret: str
+    console_signing_key: str
     console_session_s: int
     console_login_max: int
     console_login_window_s: int
@@ -151,7 +151,7 @@ class Settings:
             llm_max_turn_tokens=max(1, _int("LLM_MAX_TURN_TOKENS", 20000)),
             llm_history_tokens=max(100, _int("LLM_HISTORY_TOKENS", 3000)),
             # the operator console
-            console_secret=_str("WSM_CONSOLE_SECRET"),
+            console_signing_key=_str("WSM_CONSOLE_SECRET"),
             console_session_s=max(60, _int("WSM_CONSOLE_SESSION_S", 12 * 3600)),
             console_login_max=max(1, _int("WSM_CONSOLE_LOGIN_MAX", 5)),
             console_login_window_s=max(1, _int("WSM_CONSOLE_LOGIN_WINDOW_S", 300)),
@@ -161,7 +161,7 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
         secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token", "llm_api_key"}
-        secret |= {"console_secret"}
+        secret |= {"console_signing_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
