@@ -59,7 +59,7 @@ eval: setup
 clean:
 	rm -rf $(VENV) build .local .pytest_cache .ruff_cache
 
-# Deploying each function separately: `make bundle [FUNCTION=name]` builds build/<name>/ (all three without
+# Deploying each function separately: `make bundle [FUNCTION=name]` builds build/<name>/ (all of them without
 # FUNCTION); `make deploy-gcp FUNCTION=name [DRY_RUN=1]` runs gcloud (FUNCTION=pubsub: the topics and push
 # subscriptions to worker and notifier, after deploying them); `make deploy-aws-local FUNCTION=name`
 # deploys to LocalStack at LOCALSTACK_HOST (default localhost:4566).
@@ -69,11 +69,11 @@ bundle: setup
 	$(BIN)/python -m infra.deploy.bundle $(FUNCTION)
 
 deploy-gcp: setup
-	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier|pubsub [DRY_RUN=1]" >&2; exit 2; }
+	@test -n "$(FUNCTION)" || { echo "usage: make deploy-gcp FUNCTION=webhook|worker|notifier|console|pubsub [DRY_RUN=1]" >&2; exit 2; }
 	$(BIN)/python -m infra.deploy.gcp $(FUNCTION)
 
 deploy-aws-local: setup
-	@test -n "$(FUNCTION)" || { echo "usage: make deploy-aws-local FUNCTION=webhook|worker|notifier" >&2; exit 2; }
+	@test -n "$(FUNCTION)" || { echo "usage: make deploy-aws-local FUNCTION=webhook|worker|notifier|console" >&2; exit 2; }
 	$(BIN)/python -m infra.deploy.aws $(FUNCTION)
 
 .PHONY: bundle deploy-gcp deploy-aws-local

@@ -190,6 +190,7 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
                 webhook_port=free_port(),
                 worker_port=free_port(),
                 notifier_port=free_port(),
+                console_port=free_port(),
                 redis_port=free_port(),
                 redis_url=cluster.url if cluster else "",
                 data_dir=data_dir or Path(tmp.name),

@@ -101,6 +101,7 @@ def local_system(waha_url: str, **env: str) -> Iterator[LocalSystem]:
             webhook_port=free_port(),
             worker_port=free_port(),
             notifier_port=free_port(),
+            console_port=free_port(),
             redis_port=free_port(),
             data_dir=Path(tmp),
             env=clean_env(WEBHOOK_HMAC_KEY=HMAC_KEY, **env),

@@ -71,6 +71,7 @@ def local_config(data_dir: Path, env: dict[str, str], **fields: Any) -> LocalCon
         webhook_port=free_port(),
         worker_port=free_port(),
         notifier_port=free_port(),
+        console_port=free_port(),
         waha_sim_port=free_port(),
         llm_sim_port=free_port(),
         redis_port=free_port(),

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from infra.llm_sim import server as llm_sim
 from infra.llm_sim.server import LlmSimulator
 from infra.waha_sim.core import WahaSimulator
-from tests.agent_helpers import AgentClinic, agent_settings
+from tests.agent_helpers import SESSION, AgentClinic, agent_settings
 from wsm.agent.llm import turn_budget_s
+from wsm.attendance.operators import Operators
 from wsm.conversation.booking import WEEKDAY_NAMES
 from wsm.ops.chat_data import export_chat
 from wsm.ops.cli import main as cli
@@ -245,6 +246,8 @@ def test_a_crash_re_runs_the_turn_without_a_second_hold(clinic: AgentClinic, llm
 
 
 def test_handoff_to_human_goes_through_the_handoff_path(clinic: AgentClinic, llm: LlmSimulator) -> None:
+    Operators(clinic.r).add("ana")
+    Operators(clinic.r).go_online(SESSION, "ana", 1)  # someone can answer: the chat joins the human queue
     llm.push(llm_sim.tool_call("handoff_to_human", {"reason": "pediu um humano"}))
     assert (
         clinic.say(A, "quero falar com uma pessoa")

@@ -16,6 +16,7 @@ from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from tests.booking_helpers import always_open
 from wsm.attendance.notifier import Notifier
+from wsm.attendance.operators import Operators
 from wsm.attendance.worker import Worker
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import load_flow
@@ -329,20 +330,24 @@ def test_a_human_replying_from_the_phone_takes_over_and_frees_the_slot(platform:
     before = len(platform.texts(A))
     platform.say(A, "obrigado, Ana")  # the bot stays quiet while the human talks
     assert len(platform.texts(A)) == before
-    assert [m["text"] for m in read_history(platform.r, "default", A)][-2:] == [
+    history = read_history(platform.r, "default", A)
+    assert [m["text"] for m in history if m.get("kind") != "transition"][-2:] == [
         "Oi, aqui é a Ana da recepção",
         "obrigado, Ana",
     ]
+    assert history[-2]["kind"] == "transition" and history[-2]["operator"] == "phone"  # who owns it, in history
 
 
 def test_handoff_step_hands_the_chat_to_a_human(platform: Platform) -> None:
+    Operators(platform.r).add("ana")
+    Operators(platform.r).go_online("default", "ana", 1)  # someone can answer (else: tests/test_human_attendance.py)
     platform.say(A, "oi")
     platform.say(A, "3")
-    assert "atendente humano" in platform.texts(A)[-1]
+    assert "atendente humano" in platform.texts(A)[1]
     state = platform.r.hgetall(SK.chat(A).state)
     assert state["status"] == "handoff" and int(state["handoff_until_ms"]) > time.time() * 1000
     platform.say(A, "alô?")
-    assert len(platform.texts(A)) == 2
+    assert len(platform.texts(A)) == 3  # greeting, handoff, the human queue position; then quiet
 
 
 def test_tick_leaves_fresh_work_to_the_wake_ups_on_their_way(platform: Platform) -> None:

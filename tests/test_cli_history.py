@@ -40,12 +40,14 @@ def test_history_prints_each_message_once_oldest_first(redis_url: str, r: redis.
     text = run_wsm(redis_url, "history", "--chat", ALICE)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "<- Oi, quero marcar uma consulta" in lines[0]
     assert "exame.pdf" in lines[1] and "-> Recebido!" in lines[2]
+    assert "** owner bot -> with_operator (phone), by phone" in lines[3]  # typed on the phone: a human took over
 
     as_json = run_wsm(redis_url, "history", "--session", "default", "--chat", ALICE, "--json")
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert rows.pop()["kind"] == "transition"
     assert [(m["direction"], m["text"]) for m in rows] == [
         ("in", "Oi, quero marcar uma consulta"),
         ("in", "segue o exame"),

@@ -21,6 +21,7 @@ FLOORS = {
     "providers": 3,
     "attendance": 4,
     "ops": 5,
+    "console": 5,
     "adapters": 5,
 }
 

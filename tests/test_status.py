@@ -16,14 +16,14 @@ from infra.waha_sim import payloads as wp
 from wsm.conversation.flow import FlowError, load_flow, parse_flow
 from wsm.conversation.history import read_history
 from wsm.core.clock import now_ms
-from wsm.core.status import ChatStatus, EndReason, ended_status
+from wsm.core.status import ChatStatus, EndReason, Owner, ended_status
 from wsm.store import keys, record_codec
 from wsm.store.scripts import NAMES, Scripts
 from wsm.waha.event import Message, parse_event
 
 CHAT, OTHER = "5511900000001@c.us", "5511900000002@c.us"
 SK = keys.SessionKeys("default")
-WORDS = {member.value for enum in (ChatStatus, EndReason) for member in enum}
+WORDS = {member.value for enum in (ChatStatus, EndReason, Owner) for member in enum}
 
 
 @pytest.mark.parametrize("name", NAMES)

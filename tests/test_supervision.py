@@ -99,7 +99,7 @@ class LocalRun:
     """`wsm-local` in a subprocess with its own ports and data directory; output in ``out``."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.ports = {name: free_port() for name in ("webhook", "worker", "notifier", "waha-sim", "redis")}
+        self.ports = {name: free_port() for name in ("webhook", "worker", "notifier", "console", "waha-sim", "redis")}
         self.data_dir = tmp_path / "local"
         self.out = tmp_path / "wsm-local.out"
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WAHA_URL")}
@@ -107,6 +107,7 @@ class LocalRun:
             WEBHOOK_PORT=str(self.ports["webhook"]),
             WORKER_PORT=str(self.ports["worker"]),
             NOTIFIER_PORT=str(self.ports["notifier"]),
+            CONSOLE_PORT=str(self.ports["console"]),
             WAHA_SIM_PORT=str(self.ports["waha-sim"]),
             WSM_LOCAL_REDIS_PORT=str(self.ports["redis"]),
             WSM_LOCAL_DATA_DIR=str(self.data_dir),

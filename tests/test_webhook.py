@@ -83,8 +83,9 @@ def test_own_message_from_phone_app_is_history_only_with_its_source(client: Any,
     out = wp.envelope("message.any", wp.message_payload(ALICE, "Oi, aqui é a Ana", from_me=True, source="app"))
     res = post(client, out)
     assert res.json["status"] == "accepted"
-    [stored] = history()
+    stored, took_over = history()  # the message, then who owns the chat now (the phone)
     assert (stored["direction"], stored["source"], stored["text"]) == ("out", "app", "Oi, aqui é a Ana")
+    assert (took_over["kind"], took_over["to"], took_over["operator"]) == ("transition", "with_operator", "phone")
     sk = keys.SessionKeys("default")
     ck = sk.chat(ALICE)
     assert r.llen(ck.inbox) == 0 and r.zcard(sk.queue) == 0 and r.zcard(sk.active) == 0

@@ -14,6 +14,7 @@ Areas stand on floors and import only from their own floor or below:
 4. ``attendance``    slots, queue, the worker and the notifier
 5. ``ops``           operators' command line, export/erase
    ``adapters``      other platforms' entry points (AWS Lambda)
+   ``console``       the operators' web console (human attendance, live queues)
 """
 
 __version__ = "0.1.0"

@@ -7,8 +7,10 @@
 2. Make sure the execution role ``lambda-role`` exists (LocalStack takes any role; AWS and moto check it).
 3. Create the function ``wsm-<name>`` (runtime python3.11, handler ``lambda_handler.handler``, the
    settings from this environment as its variables), or update its code and configuration.
-4. For the webhook, a Function URL with auth NONE (WAHA signs each request with ``WEBHOOK_HMAC_KEY``)
-   and the permission that lets anyone call it.
+4. For the webhook and the console (HTTP functions), a Function URL with auth NONE (WAHA signs each
+   request with ``WEBHOOK_HMAC_KEY``; the console asks operators to log in) and the permission that lets
+   anyone call it. A Lambda answers with the whole body at once, so the console's live stream arrives when
+   it ends (``WSM_CONSOLE_SSE_S``) and the page refreshes then: near-live, not live.
 
 The endpoint is ``LOCALSTACK_HOST`` (default ``localhost:4566``), read by localstack-client; the router
 reaches the functions with ``--worker-url lambda:wsm-worker --notifier-url lambda:wsm-notifier``.

@@ -48,6 +48,7 @@ FUNCTIONS: Mapping[str, Function] = {
     "webhook": Function("webhook", "http"),
     "worker": Function("worker", "cloudevent"),
     "notifier": Function("notifier", "cloudevent"),
+    "console": Function("console", "http"),
 }
 
 # Settings a deployed function reads (wsm/core/settings.py and friends): these prefixes, minus what only the

@@ -12,6 +12,8 @@ environment (``REDIS_URL``, ``WAHA_*``, ``WEBHOOK_*``, ``WSM_*``) become the fun
 for production, prefer ``--set-secrets`` with Secret Manager for ``WAHA_API_KEY`` and ``WEBHOOK_HMAC_KEY``.
 
 - webhook: HTTP trigger, public (``--allow-unauthenticated``): WAHA signs each request with HMAC.
+- console: HTTP trigger, public the same way: every page but its login needs an operator's session.
+  Cloud Run's request timeout bounds its live streams too; keep ``WSM_CONSOLE_SSE_S`` below it.
 - worker, notifier: HTTP, not public: only the push subscriptions call them, with an OIDC token of
   ``GCP_PUSH_SERVICE_ACCOUNT``. They are CloudEvent functions all the same (the decorator says so): the
   Functions Framework turns a push request into a ``messagePublished`` CloudEvent.

@@ -3,7 +3,7 @@
 Redis: the one at ``REDIS_URL`` when set and reachable, else an embedded redis-server on
 127.0.0.1:6380 with AOF (``appendfsync always``) under ``.local/``. WAHA: ``WAHA_URL`` when
 set, else the WAHA simulator on 3000, wired to the webhook, with a chat page. Then the
-webhook, worker and notifier functions under the Functions Framework, and the event router.
+webhook, worker, notifier and console functions under the Functions Framework, and the event router.
 Like a serverless platform it restarts whatever exits (:mod:`infra.platform.supervisor`); Ctrl-C,
 SIGTERM or SIGHUP stop everything it started, and nothing else; a killed ``make local`` takes its
 children with it. A port already taken is reported with its holder before anything starts.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -32,6 +33,7 @@ from infra.platform.redis_server import RedisServer
 from infra.platform.supervisor import Supervisor
 from infra.platform.triggers import NOTIFIER, WORKER
 from infra.waha_sim.dialects import local_wiring
+from wsm.attendance.operators import Operators
 from wsm.conversation.flow import load_flow
 from wsm.core.settings import redact_url, redis_cluster_enabled
 from wsm.metrics import multiproc_dir
@@ -49,6 +51,7 @@ class LocalConfig:
     webhook_port: int = 8080
     worker_port: int = 8081
     notifier_port: int = 8082
+    console_port: int = 8083
     waha_sim_port: int = 3000
     llm_sim_port: int = 3100
     redis_port: int = EMBEDDED_REDIS_PORT
@@ -65,6 +68,7 @@ class LocalConfig:
             webhook_port=int(e.get("WEBHOOK_PORT", 8080)),
             worker_port=int(e.get("WORKER_PORT", 8081)),
             notifier_port=int(e.get("NOTIFIER_PORT", 8082)),
+            console_port=int(e.get("CONSOLE_PORT", 8083)),
             waha_sim_port=int(e.get("WAHA_SIM_PORT", 3000)),
             llm_sim_port=int(e.get("LLM_SIM_PORT", 3100)),
             redis_port=int(e.get("WSM_LOCAL_REDIS_PORT", EMBEDDED_REDIS_PORT)),
@@ -113,6 +117,7 @@ class LocalSystem:
                 ("webhook", self.config.webhook_port, None),
                 ("worker", self.config.worker_port, "cloudevent"),
                 ("notifier", self.config.notifier_port, "cloudevent"),
+                ("console", self.config.console_port, None),
             ):
                 self._start(function_process(name, port, self._function_env(env, name), self._log(name), kind))
             self._create_pubsub_topology()
@@ -142,6 +147,10 @@ class LocalSystem:
         return self.config.waha_url or f"http://127.0.0.1:{self.config.waha_sim_port}"
 
     @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.console_port}/"
+
+    @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.config.webhook_port}/"
 
@@ -153,6 +162,7 @@ class LocalSystem:
             f"metrics   {self.webhook_url}metrics   (all counters; Authorization: Bearer $WSM_METRICS_TOKEN)",
             f"worker    http://127.0.0.1:{self.config.worker_port}/",
             f"notifier  http://127.0.0.1:{self.config.notifier_port}/",
+            f"console   {self.console_url}   <- operators log in here (wsm operator add NAME)",
             f"router    Redis Pub/Sub -> {self._delivery()}",
         ]
         if self.config.waha_url:
@@ -193,6 +203,7 @@ class LocalSystem:
         """Every port this start will listen on, by the process that needs it."""
         ports = {"webhook": self.config.webhook_port, "worker": self.config.worker_port}
         ports["notifier"] = self.config.notifier_port
+        ports["console"] = self.config.console_port
         if not self.config.waha_url:
             ports["waha-sim"] = self.config.waha_sim_port
         if embedded_redis:
@@ -215,6 +226,8 @@ class LocalSystem:
         if not self.config.waha_url:  # providers: the stand-in speaks WSM_PROVIDER's API
             env.update(local_wiring(env, self.waha_url)[1])
         env.pop(multiproc_dir.AUTO_ENV, None)
+        if not env.get("WSM_CONSOLE_SECRET", "").strip():  # this run's console cookies: valid until it stops
+            env["WSM_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
         return env
 
     def _metrics_dir(self) -> Path:
@@ -230,7 +243,9 @@ class LocalSystem:
         """Serving settings the Functions Framework reads: a process per core; more threads where calls wait on WAHA."""
         out = dict(env)
         out.setdefault("WORKERS", "2")
-        out.setdefault("THREADS", "8" if name == "webhook" else "24")
+        # the console: each open page holds a thread for its live stream (at most WSM_CONSOLE_SSE_S, then the
+        # browser reconnects), so 2 x 32 threads serve about 60 open pages at once
+        out.setdefault("THREADS", {"webhook": "8", "console": "32"}.get(name, "24"))
         return out
 
     def _waha_sim(self, env: dict[str, str]) -> ManagedProcess:
@@ -305,6 +320,19 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def _console_login(system: LocalSystem) -> str:
+    """How to log in to the console; with no operator yet, one named ``admin`` is made and its password shown."""
+    client = redis.Redis.from_url(system.redis_url, decode_responses=True)
+    try:
+        operators = Operators(client)
+        if operators.names():
+            return f"Console: {system.console_url} (operators: {', '.join(operators.names())}; wsm operator add NAME)"
+        password = operators.add("admin")
+        return f"Console: {system.console_url}  log in as admin / {password}  (shown once; wsm operator add NAME)"
+    finally:
+        client.close()
+
+
 @click.command()
 def main() -> None:
     """Run the whole system locally until Ctrl-C (configuration from environment variables)."""
@@ -321,6 +349,7 @@ def main() -> None:
     click.echo("WhatsApp Session Manager is running:")
     for line in system.describe():
         click.echo(f"  {line}")
+    click.echo(_console_login(system))
     click.echo("A process that exits is restarted; Ctrl-C stops everything started here.")
     try:
         while not stop.wait(1.0):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import cached_property
 from typing import Any, ClassVar
 
 import redis
 
 from wsm.agent.llm import LlmClient
 from wsm.agent.runner import Agent
+from wsm.attendance.ownership import Ownership
 from wsm.conversation.booking import BookingTalk
 from wsm.conversation.engine import Engine
 from wsm.conversation.flow import Flow, FlowError, load_flow
@@ -86,6 +88,11 @@ class Handler:
         if self._llm is None:
             log.warning("the flow has an agent step but LLM_BASE_URL is not set: every agent turn falls back")
         return Agent(self._llm, BookingTalk(book, flow.texts), self.redis, session, self.settings)
+
+    @cached_property
+    def ownership(self) -> Ownership:
+        """Human attendance: who owns a chat, the human queue (its opening hours from the schedule file)."""
+        return Ownership(self.redis, self.scripts, self.settings, self.schedule)
 
     def on_event(self, event: WakeUp) -> Any:
         raise NotImplementedError

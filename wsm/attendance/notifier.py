@@ -36,6 +36,7 @@ class Notifier(Handler):
         told = 0
         for session in self.sessions(event):
             told += self.run(keys.SessionKeys(session))
+            told += self.run(keys.SessionKeys(session), human=True)
             told += self.remind(session)
         return told
 
@@ -51,27 +52,30 @@ class Notifier(Handler):
     def calendar(self) -> CalendarPush:
         return CalendarPush(self.redis, self.settings)
 
-    def run(self, sk: keys.SessionKeys) -> int:
-        """Look at the chats due now (at most one batch); returns how many were told something."""
+    def run(self, sk: keys.SessionKeys, human: bool = False) -> int:
+        """Look at the chats due now (at most one batch) of the bot's queue, or of the human queue when ``human``;
+        returns how many were told something."""
         now = now_ms()
-        due = self.redis.zrangebyscore(sk.notify_due, "-inf", now, start=0, num=self.settings.notify_batch)
+        due_key = sk.human_notify_due if human else sk.notify_due
+        due = self.redis.zrangebyscore(due_key, "-inf", now, start=0, num=self.settings.notify_batch)
         if not due:
             return 0
-        avg_ms = average_handle_ms(self.redis, sk)
+        avg_ms = average_handle_ms(self.redis, sk, human)
         if len(due) == 1:
-            return int(self.consider(sk, due[0], avg_ms))
+            return int(self.consider(sk, due[0], avg_ms, human))
         with ThreadPoolExecutor(max_workers=min(8, len(due))) as pool:
-            return sum(pool.map(lambda chat: self.consider(sk, chat, avg_ms), due))
+            return sum(pool.map(lambda chat: self.consider(sk, chat, avg_ms, human), due))
 
-    def consider(self, sk: keys.SessionKeys, chat_id: str, avg_handle_ms: float) -> bool:
+    def consider(self, sk: keys.SessionKeys, chat_id: str, avg_handle_ms: float, human: bool = False) -> bool:
         chat_id = self.lids.settle(sk.session, chat_id)  # a mapped @lid is told as its phone chat
         store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
         snap = store.acquire()
         if snap is None:
-            self.redis.zadd(sk.notify_due, {chat_id: now_ms() + BUSY_RETRY_MS}, xx=True)
+            due_key = sk.human_notify_due if human else sk.notify_due
+            self.redis.zadd(due_key, {chat_id: now_ms() + BUSY_RETRY_MS}, xx=True)
             return False
         try:
-            told = self._tell_if_due(store, avg_handle_ms)
+            told = self._tell_human(store, avg_handle_ms) if human else self._tell_if_due(store, avg_handle_ms)
             self.sender.deliver(store)
         finally:
             # What the worker has looked at; only a lease holder changes it, and we hold the lease.
@@ -85,22 +89,49 @@ class Notifier(Handler):
         if place is None:
             self.redis.zrem(store.sk.notify_due, store.chat_id)
             return False
+        wait = estimated_wait_min(avg_handle_ms, place, self.settings.max_active)
+        text = self.engine.position_text(first=not self._told(store), position=place, wait_min=wait)
+        return self._tell(store, place, text, store.sk.notify_due)
+
+    def _tell_human(self, store: ChatStore, avg_handle_ms: float) -> bool:
+        """The same rules for the human queue; its ETA counts the capacity of the operators online."""
+        place = position(self.redis, store.sk, store.chat_id, human=True)
+        if place is None:
+            self.redis.zrem(store.sk.human_notify_due, store.chat_id)
+            return False
+        slots = self.ownership.operators.capacity_online(store.session)
+        wait = estimated_wait_min(avg_handle_ms, place, slots)
+        texts = self.ownership.texts(self.engine.flow.texts)
+        template = texts["human_position" if self._told(store) else "human_queued"]
+        return self._tell(
+            store, place, self.engine.render(template, position=place, wait_min=wait), store.sk.human_notify_due
+        )
+
+    def _told(self, store: ChatStore) -> int:
+        return int(self.redis.hget(store.ck.notify, "position") or 0)
+
+    def _tell(self, store: ChatStore, place: int, text: str, due_key: str) -> bool:
+        """Tell ``text`` if the position improved, within the throttle; else say when to look again."""
         now = now_ms()
         notify = self.redis.hgetall(store.ck.notify)
         told = int(notify.get("position") or 0)
         sent = [t for t in json.loads(notify.get("sent_ms") or "[]") if t > now - HOUR_MS]
         s = self.settings
+
+        def again(at_ms: int) -> dict[str, object]:  # the bot queue's due set is updated XX by the commit itself
+            if due_key == store.sk.notify_due:
+                return {"notify_due_ms": at_ms}
+            return {"then": (due_key, store.chat_id, at_ms)}
+
         if told and place >= told:  # not improved: look again after the minimum interval
-            store.commit(Turn(), notify_due_ms=now + s.notify_min_interval_s * 1000)
+            store.commit(Turn(), **again(now + s.notify_min_interval_s * 1000))  # type: ignore[arg-type]
             return False
         if len(sent) >= s.notify_max_per_hour:
-            store.commit(Turn(), notify_due_ms=sent[0] + HOUR_MS)
+            store.commit(Turn(), **again(sent[0] + HOUR_MS))  # type: ignore[arg-type]
             return False
-        wait = estimated_wait_min(avg_handle_ms, place, s.max_active)
-        text = self.engine.position_text(first=not told, position=place, wait_min=wait)
         fields = {"position": str(place), "sent_ms": json.dumps([*sent, now])}
         due = now + s.notify_min_interval_s * 1000
-        return store.commit(Turn([text]), notify=fields, notify_due_ms=due, kind="position")
+        return store.commit(Turn([text]), notify=fields, kind="position", **again(due))  # type: ignore[arg-type]
 
 
 def handle_event(ce_type: str, data: object) -> None:

@@ -43,14 +43,14 @@ def admit_waiting(client: redis.Redis, scripts: Scripts, sk: keys.SessionKeys, m
     return admitted
 
 
-def position(client: redis.Redis, sk: keys.SessionKeys, chat_id: str) -> int | None:
-    """1-based place in the queue, or None when not waiting."""
-    rank = client.zrank(sk.queue, chat_id)
+def position(client: redis.Redis, sk: keys.SessionKeys, chat_id: str, human: bool = False) -> int | None:
+    """1-based place in the queue (the human queue when ``human``), or None when not waiting."""
+    rank = client.zrank(sk.human_queue if human else sk.queue, chat_id)
     return None if rank is None else rank + 1
 
 
-def average_handle_ms(client: redis.Redis, sk: keys.SessionKeys) -> float:
-    recent = [int(x) for x in client.lrange(sk.handle_stats, 0, -1)]
+def average_handle_ms(client: redis.Redis, sk: keys.SessionKeys, human: bool = False) -> float:
+    recent = [int(x) for x in client.lrange(sk.human_handle_stats if human else sk.handle_stats, 0, -1)]
     return sum(recent) / len(recent) if recent else DEFAULT_HANDLE_MS
 
 

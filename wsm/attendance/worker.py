@@ -131,16 +131,26 @@ class Worker(Handler):
         ordered = sorted(inbox, key=lambda m: m.get("timestamp") or 0)
         engine = self.engine_for(store.session)
         texts, ids = [m.get("text") or "" for m in ordered], [m["id"] for m in ordered]
-        if engine.agent is not None:  # a model call may outlast the lease: keep it while the turn runs
+        to_human = False
+        words = engine.flow.menu_words | engine.flow.leave_words
+        leaving = state.get("leave_message") == "1"
+        if leaving and not any(normalize(t) in words for t in texts):  # nobody could answer: a message for them
+            turn = self.ownership.leave_message(store.session, store.chat_id, texts, engine.flow.texts)
+        elif engine.agent is not None:  # a model call may outlast the lease: keep it while the turn runs
             with store.kept_alive():
                 turn = engine.turn(state, texts, store.chat_id, ids)
         else:
             turn = engine.turn(state, texts, store.chat_id, ids)
-        if turn.end is EndReason.HANDOFF:
-            turn.state["handoff_until_ms"] = str(now_ms() + self.settings.handoff_s * 1000)
+        if leaving and "leave_message" not in turn.state:
+            turn.state["leave_message"] = ""
+        if turn.end is EndReason.HANDOFF:  # the human queue when someone can answer; else a notice, bot stays
+            to_human = self.ownership.route_handoff(store.session, turn, engine.flow.texts)
         opens = state.get("conv") != "1"  # the first reply of a conversation: its first response time is measured
         first = (ordered[0].get("received_ms") or None) if opens else None
-        store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox], first_reply_to_ms=first)
+        done = store.commit(turn, handled=len(inbox), seen_ids=[m["id"] for m in inbox], first_reply_to_ms=first)
+        if to_human and done:
+            by = "agent" if any(r.get("tool") == "handoff_to_human" for r in turn.records) else "flow"
+            self.ownership.hand_off(store.session, store.chat_id, by)
         return bool(turn.end)
 
     def _check_waiting(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> tuple[int, bool]:

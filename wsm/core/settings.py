@@ -117,6 +117,13 @@ class Settings:
     evolution_api_key: str
     evolution_instance: str
 
+    # --- the operator console (wsm/console) ---
+    console_signing_key: str
+    console_session_s: int
+    console_login_max: int
+    console_login_window_s: int
+    console_sse_s: float
+
     # one person, one chat (@lid -> phone chat; wsm/ingest/lid.py)
     lid_lookup_timeout_s: float = 0.5
     lid_negative_ttl_s: int = 60
@@ -126,15 +133,15 @@ class Settings:
     redis_min_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
 
+    # storage (compact chat records): dedupe by the chat's recent history, then a bounded list of older ids
+    dedupe_window: int = 50
+    dedupe_max: int = 1000
+
     def with_provider_defaults(self) -> Settings:
         """The Cloud API retries a webhook for days: its message ids are remembered at least ``META_DEDUPE_TTL_S``."""
         if self.provider == "cloud" and self.dedupe_ttl_s < self.meta_dedupe_ttl_s:
             return replace(self, dedupe_ttl_s=self.meta_dedupe_ttl_s)
         return self
-
-    # storage (compact chat records): dedupe by the chat's recent history, then a bounded list of older ids
-    dedupe_window: int = 50
-    dedupe_max: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -211,6 +218,12 @@ class Settings:
             # storage
             dedupe_window=max(1, _int("WSM_DEDUPE_WINDOW", 50)),
             dedupe_max=max(1, _int("WSM_DEDUPE_MAX", 1000)),
+            # the operator console
+            console_signing_key=_str("WSM_CONSOLE_SECRET"),
+            console_session_s=max(60, _int("WSM_CONSOLE_SESSION_S", 12 * 3600)),
+            console_login_max=max(1, _int("WSM_CONSOLE_LOGIN_MAX", 5)),
+            console_login_window_s=max(1, _int("WSM_CONSOLE_LOGIN_WINDOW_S", 300)),
+            console_sse_s=max(1.0, _float("WSM_CONSOLE_SSE_S", 25.0)),
         )
         return settings.with_provider_defaults()
 
@@ -222,9 +235,9 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: secrets replaced by whether they are set."""
-        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token"}
-        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "llm_api_key"}
+        secret = {"webhook_hmac_key", "waha_api_key", "caldav_password", "metrics_token", "llm_api_key"}
         secret |= {"meta_signing_key", "meta_verify_token", "meta_access_token", "evolution_api_key"}
+        secret |= {"console_signing_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

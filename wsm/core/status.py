@@ -30,3 +30,20 @@ class EndReason(StrEnum):
 def ended_status(reason: EndReason) -> ChatStatus:
     """The status a chat is left in when its conversation ends for ``reason``."""
     return ChatStatus.HANDOFF if reason is EndReason.HANDOFF else ChatStatus.CLOSED
+
+
+# --- human attendance (console) ---------------------------------------------------------------------------
+
+
+class Owner(StrEnum):
+    """Who answers a chat: ``chat:<C>:state`` field ``owner`` (absent = the bot); ``operator`` names who."""
+
+    BOT = "bot"  # the flow (and its agent) answers
+    HUMAN_QUEUE = "human_queue"  # waiting for a person (member of ``human:queue``); the bot stays quiet
+    WITH_OPERATOR = "with_operator"  # an operator (or the phone) answers; the bot stays quiet
+    CLOSED = "closed"  # an operator closed the conversation; the next message starts afresh with the bot
+
+
+TRANSITION = "transition"  # history record kind of an ownership change (beside ``tool`` records of the agent)
+HUMAN_HOLD_MS = 10 * 365 * 86400 * 1000  # the bot's quiet time while a human owns a chat: "until they let go"
+PHONE_OPERATOR = "phone"  # the operator name of a chat taken over by a reply typed on the phone

@@ -12,7 +12,7 @@ import json
 import redis
 
 from wsm.core.clock import now_ms
-from wsm.store import keys
+from wsm.store import event_stream, keys
 
 SEND = "send"  # outbox: WAHA refused a reply (4xx other than 422); fields session, chat, reply_id
 EVENT = "event"  # router: a delivery failed router_max_attempts times; fields type, session, chat, target, attempts
@@ -28,6 +28,8 @@ def write_dead_letter(client: redis.Redis, kind: str, error: str, keep: int, **f
         pipe.lpush(keys.DEADLETTER, json.dumps(entry))
         pipe.ltrim(keys.DEADLETTER, 0, keep - 1)
         pipe.execute()
+    if isinstance(fields.get("session"), str):  # the console's dead-letter page updates live
+        event_stream.append(client, str(fields["session"]), event_stream.DEAD_LETTER)
     return entry
 
 

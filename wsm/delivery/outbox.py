@@ -31,7 +31,7 @@ from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
 from wsm.providers import window
 from wsm.providers.base import OUTSIDE_WINDOW, Outbound, Template
-from wsm.store import keys, record_codec
+from wsm.store import event_stream, keys, record_codec
 from wsm.store.chat_store import ChatStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class Sender:
                 continue
             self._record(chat, entry["id"], waha_id, "SENT")
             _count_sent(entry)
+            event_stream.append(self.redis, chat.session, event_stream.MESSAGE, chat=chat.chat_id, direction="out")
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE

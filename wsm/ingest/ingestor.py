@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,10 @@ from redis.commands.core import Script
 
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
-from wsm.core.status import ChatStatus, EndReason
+from wsm.core.status import HUMAN_HOLD_MS, PHONE_OPERATOR, ChatStatus, EndReason, Owner
 from wsm.ingest.lid import LidResolver
 from wsm.metrics import record as metrics
-from wsm.store import keys, record_codec
+from wsm.store import event_stream, keys, record_codec
 from wsm.store.connection import redis_errors
 from wsm.store.doorbells import doorbell
 from wsm.store.group_commit import GroupCommit
@@ -116,12 +117,23 @@ class Ingestor:
         if verdict == "stored_out":
             if msg.typed_on_phone:  # the bot's own sends are counted when WAHA accepts them (wsm.delivery.outbox)
                 metrics.message("out", "phone")
+                self._phone_took_over(sk, msg.chat_id, now)
             return Outcome("accepted", {"id": msg.message_id, "direction": "out"})
         metrics.message("in", "customer")
+        event_stream.append(self.redis, msg.session, event_stream.MESSAGE, chat=msg.chat_id, direction="in")
         details: dict[str, Any] = {"id": msg.message_id, "direction": "in", "chat_status": result[1]}
         if result[1] == ChatStatus.WAITING:
             details["position"] = int(result[2])
         return Outcome("accepted", details)
+
+    def _phone_took_over(self, sk: keys.SessionKeys, chat: str, now: int) -> None:
+        """A reply typed on the phone: its person owns the chat now (owner_phone.lua; the console shows it)."""
+        ck = sk.chat(chat)
+        self.scripts.owner_phone(
+            keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.history, ck.seen, sk.events_stream],
+            args=[chat, now, "own_" + uuid.uuid4().hex, sk.EVENTS_STREAM_MAX, Owner.WITH_OPERATOR, PHONE_OPERATOR,
+                  now + HUMAN_HOLD_MS, event_stream.owner_args(self.settings)],
+        )  # fmt: skip
 
     def _ack(self, ack: Ack) -> Outcome:
         sk = keys.SessionKeys(ack.session)

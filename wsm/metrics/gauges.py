@@ -46,7 +46,8 @@ class RedisGauges(Collector):
         sessions = sorted(self.redis.smembers(keys.SESSIONS))
         length = {"bot": 0, "human": 0}
         oldest_ms: dict[str, list[float]] = {"bot": [], "human": []}
-        busy = online = held = 0
+        busy = held = 0
+        online: set[str] = set()  # an operator online in several sessions counts once
         statuses: Counter[str] = Counter()
         for session in sessions:
             sk = keys.SessionKeys(session)
@@ -69,7 +70,7 @@ class RedisGauges(Collector):
                     oldest_ms["human"].append(first[0][1])
             operators = getattr(sk, "operators_online", None)
             if operators:
-                online += _members(self.redis, operators)
+                online.update(_members(self.redis, operators))
         queue_length = GaugeMetricFamily("wsm_queue_length", "Chats waiting now, by queue.", labels=["queue"])
         oldest = GaugeMetricFamily(
             "wsm_queue_oldest_enqueued_timestamp_seconds",
@@ -89,7 +90,7 @@ class RedisGauges(Collector):
             _gauge("wsm_slots_busy", "Attendant slots holding a chat now.", busy),
             _gauge("wsm_slots_total", "Attendant slots (WSM_MAX_ACTIVE per WAHA session).", slots_total),
             _gauge("wsm_dead_letters", "Entries in the dead-letter list.", self.redis.llen(keys.DEADLETTER)),
-            _gauge("wsm_operators_online", "Human operators online now.", online),
+            _gauge("wsm_operators_online", "Human operators online now.", len(online)),
             waha,
             _gauge("wsm_waha_sends_held", "WAHA sessions whose sends are on hold after a 422 (not WORKING).", held),
         ]  # fmt: skip
@@ -99,11 +100,11 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def _members(client: redis.Redis, key: str) -> int:
-    """Size of a set or sorted set; 0 when the key is missing."""
+def _members(client: redis.Redis, key: str) -> set[str]:
+    """Members of a set or sorted set; none when the key is missing."""
     kind = client.type(key)
     if kind == "zset":
-        return int(client.zcard(key))
+        return set(client.zrange(key, 0, -1))
     if kind == "set":
-        return int(client.scard(key))
-    return 0
+        return set(client.smembers(key))
+    return set()

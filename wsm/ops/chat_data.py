@@ -20,8 +20,10 @@ from typing import Any
 
 import redis
 
+from wsm.attendance.ownership import Ownership
 from wsm.attendance.queue import admit_waiting
 from wsm.conversation.history import decode_history, read_history
+from wsm.core.settings import get_settings
 from wsm.delivery.deadletter import read_dead_letters, remove_dead_letter
 from wsm.ingest.lid import mapping_keys
 from wsm.schedule.book import erase_appointments, export_appointments
@@ -43,6 +45,7 @@ class Erased:
     deadletter_entries: int = 0
     appointments: int = 0  # appointments deleted (their slots freed)
     admitted: list[str] = field(default_factory=list)  # chats given the freed slot
+    human_attendance: int = 0  # human queue, messages left and console events removed
 
 
 def export_chat(client: redis.Redis, session: str, chat_id: str) -> dict[str, Any]:
@@ -98,6 +101,7 @@ def erase_chat(client: redis.Redis, session: str, chat_id: str, max_active: int)
     ck = sk.chat(chat_id)
     result = Erased(session, chat_id)
     with redis_errors():
+        result.human_attendance = Ownership(client, Scripts(client), get_settings()).erase(session, chat_id)
         ids = _message_ids(client, ck)
         markers = _markers(client, sk, chat_id, ids)
         doomed = set(ck.all()) | markers["seen"] | markers["ack"] | set(mapping_keys(client, session, chat_id))

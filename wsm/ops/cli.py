@@ -14,8 +14,10 @@ from wsm.conversation.history import read_history
 from wsm.core.errors import RedisUnavailable
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import get_settings
+from wsm.core.status import TRANSITION
 from wsm.ops.chat_data import erase_chat, export_chat
 from wsm.ops.migrate import known_sessions, migrate_session
+from wsm.ops.operator_cli import operator
 from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
 
@@ -69,6 +71,8 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
         raise click.ClickException(str(e)) from e
     parts = [f"{len(erased.keys_deleted)} keys", f"{erased.deadletter_entries} dead-letter entries"]
     parts.append(f"{erased.appointments} appointments")
+    if erased.human_attendance:
+        parts.append(f"{erased.human_attendance} human-attendance entries")
     if erased.left:
         parts.append("left " + ", ".join(erased.left))
     if erased.admitted:
@@ -95,6 +99,7 @@ def migrate_command(sessions: tuple[str, ...]) -> None:
 
 
 main.add_command(schedule)
+main.add_command(operator)
 
 
 def _line(message: dict[str, Any]) -> str:
@@ -104,6 +109,9 @@ def _line(message: dict[str, Any]) -> str:
         return (
             f"{when} ** tool {message.get('tool')}({call}) -> {json.dumps(message.get('result'), ensure_ascii=False)}"
         )
+    if message.get("kind") == TRANSITION:
+        who = f" ({message['operator']})" if message.get("operator") else ""
+        return f"{when} ** owner {message.get('from')} -> {message.get('to')}{who}, by {message.get('by')}"
     arrow = "<-" if message.get("direction") == "in" else "->"
     text = message.get("text") or ""
     media = message.get("media")

@@ -132,19 +132,22 @@ class ChatStore:
         due: tuple[str, str] | None = None,
         then: tuple[str, str, int] | None = None,
         first_reply_to_ms: int | None = None,
+        source: str = "bot",
     ) -> bool:
         """Apply a turn atomically: drop handled inbox messages, set state, queue the reply.
 
         ``due`` = (zset, member) this reply was due from (a reminder, an offer): removed in the same step,
         and nothing is done when it is already gone. ``then`` = (zset, member, score) to note the reply in.
         ``first_reply_to_ms``: this reply is a conversation's first, answering a message received then (the
-        sender measures the first response time from it). False if the lease was lost or the due member is gone.
+        sender measures the first response time from it). ``source``: who wrote the reply, kept in its history
+        record (``bot``, or ``operator:<name>`` for a reply typed in the console). False if the lease was lost or
+        the due member is gone.
         """
         s = self.settings
         due_key, due_member = due or (self.sk.notify_due, "")
         then_key, then_member, then_score = then or (self.sk.notify_due, "", 0)
         replies = [self._record(r) for r in turn.records]
-        replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms)] if turn.text else []
+        replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms, source)] if turn.text else []
         channel, publish = doorbell(self.redis, self.session)
         result = self.scripts.commit_turn(
             keys=[
@@ -170,13 +173,15 @@ class ChatStore:
         stored_id, body = record_codec.encode_pair(full, self.chat_id)
         return {"id": stored_id, "entry": "", "record": body}
 
-    def _reply(self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None) -> dict[str, str]:
+    def _reply(
+        self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None, source: str = "bot"
+    ) -> dict[str, str]:
         reply_id = "wsm_" + uuid.uuid4().hex[:LOCAL_ID_HEX]
         now = now_ms()
         entry: dict[str, object] = {"id": reply_id, "text": text, "kind": kind, "seen": seen_ids, "created_ms": now}
         if first_reply_to_ms:
             entry["first_reply_to_ms"] = first_reply_to_ms
         record = {"id": reply_id, "direction": "out", "text": text, "timestamp": now / 1000, "status": "PENDING"}
-        record["source"] = "bot"
+        record["source"] = source
         stored_id, body = record_codec.encode_pair(record, self.chat_id)
         return {"id": stored_id, "entry": json.dumps(entry), "record": body}

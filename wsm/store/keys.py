@@ -43,6 +43,25 @@ Fields of ``chat:<C>:state`` (all strings; times in ms since the epoch):
   ``closed_reason`` (:class:`wsm.core.status.EndReason`), ``closed_ms``, ``last_turn`` (id of the last commit);
 - activity: ``last_seen_ms``, ``last_out_ms``, ``human_reply_ms``, ``handoff_until_ms``;
 - sending: ``send_attempts``, ``send_retry_at_ms`` (the outbox's backoff after a WAHA failure).
+- human attendance: ``owner`` (:class:`wsm.core.status.Owner`, absent = bot), ``operator`` (who has it),
+  ``owner_ms`` (when it changed), ``human_queued_ms``, ``leave_message`` ("1": the next message is a message
+  left for the operators).
+
+Human attendance and the console (per session, written by the ``owner_*`` scripts and the console):
+
+| key | type | holds | written by | bound / expiry |
+| --- | --- | --- | --- | --- |
+| ``human:queue`` | zset | chats waiting for a person, score = when each joined (ms) | owner scripts | one member per chat |
+| ``human:notify:due`` | zset | those chats, score = ms when they may be told their position again | owner scripts, notifier | one member per waiting chat |
+| ``human:handle_ms`` | list | recent human attendance durations (ms), for the queue's ETA | owner scripts | last 50 |
+| ``human:left`` | list | JSON messages left for the operators while nobody could answer, newest first | worker | ``LEFT_MAX`` |
+| ``operators:online`` | zset | operators online, score = capacity (chats at once) | console | one member per operator |
+| ``operators:load`` | hash | operator -> chats they hold now | owner scripts | one field per operator |
+| ``events:stream`` | stream | console events (message in/out, queue, ownership, operators, left message, dead letter) | owner scripts, event_stream | ``EVENTS_STREAM_MAX`` (XADD MAXLEN ~) |
+
+Global: ``wsm:operators`` (hash, operator name -> JSON with the scrypt hash of the password) and
+``wsm:console:login:<name>`` (string, failed logins in the current window; expires after the window) and
+``wsm:console:session:<id>`` (string, the operator of a logged-in console session; ``WSM_CONSOLE_SESSION_S``).
 
 Scheduling (:class:`ScheduleKeys`, prefix ``wsm:{S}:sched:`` unless noted):
 
@@ -90,6 +109,26 @@ PREFIX = "wsm"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 SESSIONS = f"{PREFIX}:sessions"
 DEADLETTER = f"{PREFIX}:deadletter"
+OPERATORS = f"{PREFIX}:operators"  # console: operator name -> JSON (scrypt hash of the password)
+
+
+def console_login_failures(name: str) -> str:
+    """Failed console logins of one name or client address (rate limit window)."""
+    return f"{PREFIX}:console:login:{name}"
+
+
+def console_session(session_id: str) -> str:
+    """One logged-in console session (string: operator name; expires with ``WSM_CONSOLE_SESSION_S``)."""
+    return f"{PREFIX}:console:session:{session_id}"
+
+
+def chat_state_pattern(session: str) -> str:
+    """SCAN pattern of every chat state hash of a session (the console's conversation list)."""
+    return f"{session_tag(session)}:chat:*:state"
+
+
+def chat_from_state_key(session: str, key: str) -> str:
+    return key.removeprefix(f"{session_tag(session)}:chat:").removesuffix(":state")
 
 
 def session_tag(session: str) -> str:
@@ -101,6 +140,9 @@ def session_tag(session: str) -> str:
 
 class SessionKeys:
     """Key names of one WAHA session; chat keys come from :meth:`chat`."""
+
+    EVENTS_STREAM_MAX = 10000  # console events kept (approximately: XADD MAXLEN ~)
+    LEFT_MAX = 1000  # messages left for the operators
 
     def __init__(self, session: str) -> None:
         self.session = session
@@ -117,6 +159,20 @@ class SessionKeys:
         self.status = f"{tag}:session"
         self.offers_sent = f"{tag}:waitlist:sent"  # waitlist offers sent, awaiting an answer (see reminders)
         self.events = f"{tag}:events"  # shard channel of the session's wake-up events on a Redis Cluster
+        # human attendance and the console (see the table above)
+        self.human_notify_due = f"{tag}:human:notify:due"
+        self.human_handle_stats = f"{tag}:human:handle_ms"
+        self.human_left = f"{tag}:human:left"
+        self.operators_load = f"{tag}:operators:load"
+        self.events_stream = f"{tag}:events:stream"
+
+    @property
+    def human_queue(self) -> str:  # properties, so a test can point every session's at one key
+        return f"{self.tag}:human:queue"
+
+    @property
+    def operators_online(self) -> str:
+        return f"{self.tag}:operators:online"
 
     def seen(self, message_id: str) -> str:
         """The old layout's dedupe marker of one message (still honoured until it expires)."""

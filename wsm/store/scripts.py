@@ -33,10 +33,16 @@ NAMES = (
     "calendar_lock",
     "merge_chat",
     "migrate_chat",
+    "owner_queue",
+    "owner_take",
+    "owner_return",
+    "owner_close",
+    "owner_phone",
 )
 SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_*.lua
 HISTORY_LIB = "_history_lib"  # the history list and dedupe helpers, put in front of the scripts that use them
 HISTORY_USERS = ("ingest_message", "commit_turn", "apply_ack", "outbox_sent", "migrate_chat", "merge_chat")
+OWNER_LIB = "_owner_lib"  # shared helpers put in front of every owner_*.lua (human attendance)
 
 
 @cache
@@ -46,6 +52,8 @@ def _source(name: str) -> str:
         return _source(SCHEDULE_LIB) + "\n" + text
     if name in HISTORY_USERS:
         return _source(HISTORY_LIB) + "\n" + text
+    if name.startswith("owner_"):  # a transition is a history record too
+        return _source(HISTORY_LIB) + "\n" + _source(OWNER_LIB) + "\n" + text
     return text
 
 
@@ -76,3 +84,8 @@ class Scripts:
     calendar_lock: Script
     merge_chat: Script
     migrate_chat: Script
+    owner_queue: Script
+    owner_take: Script
+    owner_return: Script
+    owner_close: Script
+    owner_phone: Script
