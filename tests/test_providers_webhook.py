@@ -122,7 +122,7 @@ def test_a_signed_text_is_stored_once_under_the_person_and_queued(client: Any, r
 
 
 def test_meta_retrying_the_same_body_days_later_is_a_duplicate(client: Any, r: redis.Redis) -> None:
-    wamid, body = ph.cloud_text(ALICE, "oi")
+    _wamid, body = ph.cloud_text(ALICE, "oi")
     assert ph.cloud_post(client, body).json["events"][0]["status"] == "accepted"
     again = ph.cloud_post(client, body)
     assert again.status_code == 200
