@@ -276,7 +276,7 @@ def _failover(cluster: RedisClusterServers, report: ChaosReport, t0: float, log)
     report.failover_s = time.monotonic() - killed_at
     log(f"  t={killed_at - t0:5.1f}s SIGKILL redis master {master.port}; replica {replica.port} promoted after "
         f"{report.failover_s:.1f} s")  # fmt: skip
-    master.start()  # rejoins as a replica of the new master
+    cluster.restart(master)  # rejoins as a replica of the new master; must outlive this chaos thread
     cluster.wait_healthy()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -158,3 +160,19 @@ def test_make_local_refuses_cluster_mode_without_a_cluster(tmp_path) -> None:
     config = local_config(tmp_path, _env(), redis_url="")  # would start its embedded, single redis-server
     with pytest.raises(RuntimeError, match="WSM_REDIS_CLUSTER=1 needs REDIS_URL"):
         LocalSystem(config).start()
+
+
+def test_a_node_restarted_from_a_short_lived_thread_outlives_it(cluster: RedisClusterServers) -> None:
+    """The chaos run restarts the failed-over master from its schedule thread, which ends soon after; a node
+    dying with it would leave the new master without a replica, so MIN_REPLICAS=1 writes were refused forever."""
+    master = cluster.master_of(keys.SessionKeys("default").ready)
+    replica = cluster.replicas_of(master)[0]
+    replica.kill()
+    restarter = threading.Thread(target=cluster.restart, args=(replica,))
+    restarter.start()
+    restarter.join()
+    cluster.wait_healthy()
+    time.sleep(0.5)  # the kernel's death signal, had it been armed by the ended thread, is delivered by now
+    assert replica.alive()
+    assert cluster.roles().get(replica.port) == "slave"
+    assert replica in cluster.replicas_of(master)

@@ -154,7 +154,8 @@ def test_mutated_evolution_bodies_are_stored_or_refused_never_5xx(client: Any, r
                 assert event["id"] in stored_ids(r, instance, evo_chats)
 
     fuzz()
-    assert outcomes["accepted"] > 0 and outcomes["refused_400"] > 0 and outcomes["refused_401"] > 0, outcomes
+    # a wrong apikey (401) is drawn only sometimes here; tests/test_providers_webhook.py checks it every run
+    assert outcomes["accepted"] > 0 and outcomes["refused_400"] > 0, outcomes
 
 
 @pytest.mark.parametrize("path", ["/cloud", "/evolution"])

@@ -3,6 +3,11 @@
 Six ``redis-server --cluster-enabled yes`` children joined by ``redis-cli --cluster create … --cluster-replicas 1``
 (Debian's redis-tools; ``make test`` installs it). A short ``cluster-node-timeout`` makes a failover take a few
 seconds instead of fifteen. It never touches another server.
+
+A node dies with the thread that started it (:func:`infra.platform.processes.die_with_parent`), so a
+killed node is started again with :meth:`RedisClusterServers.restart`, on the cluster's own thread, which
+lives until :meth:`~RedisClusterServers.cleanup`: started from a short-lived thread (a chaos schedule), it
+would be SIGKILLed the moment that thread ended.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -42,6 +48,7 @@ class RedisClusterServers:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="wsm-cluster-")
         root = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
         self.nodes: list[RedisServer] = []
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="redis-cluster-starter")  # see restart()
         for i in range(MASTERS * 2):
             port = free_port()
             options = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
@@ -74,6 +81,10 @@ class RedisClusterServers:
             self.cleanup()
             raise
         return self
+
+    def restart(self, node: RedisServer, timeout_s: float = 10.0) -> None:
+        """Start a killed node again (a master comes back as a replica), from a thread that outlives the caller."""
+        self._starter.submit(node.start, timeout_s).result()
 
     def client(self, node: RedisServer) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=node.port, decode_responses=True, socket_timeout=5)
@@ -129,6 +140,7 @@ class RedisClusterServers:
         for node in self.nodes:
             if not node.wait(10):
                 node.kill()
+        self._starter.shutdown()
         if self._tmp:
             self._tmp.cleanup()
 
