@@ -198,12 +198,7 @@ class Ownership:
             args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, by, step, Owner.BOT, ChatStatus.CLOSED,
                   event_stream.owner_args(self.settings)],
         )  # fmt: skip
-        if result != "ok":
-            return False
-        if prompt:
-            self.send(session, chat, prompt, "bot", kind="reply")
-        self._wake(session, chat, QUEUE_CHANGED)
-        return True
+        return self._released(session, chat, result, prompt)
 
     def close(self, session: str, chat: str, by: str, goodbye: str = "") -> bool:
         sk, ck = self._keys(session, chat)
@@ -213,10 +208,14 @@ class Ownership:
             args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, by, Owner.CLOSED, ChatStatus.CLOSED,
                   EndReason.HANDOFF, event_stream.owner_args(self.settings)],
         )  # fmt: skip
+        return self._released(session, chat, result, goodbye)
+
+    def _released(self, session: str, chat: str, result: str, bot_text: str) -> bool:
+        """After the operator let go (returned to the bot or closed): the bot's text, if any, then the queues move."""
         if result != "ok":
             return False
-        if goodbye:
-            self.send(session, chat, goodbye, "bot", kind="reply")
+        if bot_text:
+            self.send(session, chat, bot_text, "bot", kind="reply")
         self._wake(session, chat, QUEUE_CHANGED)
         return True
 
