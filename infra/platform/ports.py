@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
+import random
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,37 @@ class Holder:
 
     def __str__(self) -> str:
         return f"pid {self.pid} ({self.command})"
+
+
+EPHEMERAL_RANGE = PROC / "sys" / "net" / "ipv4" / "ip_local_port_range"
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default when unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split())
+        return low, high
+    return 32768, 60999
+
+
+def free_port() -> int:
+    """A port no server holds, outside the kernel's ephemeral range, never handed out twice by this process.
+
+    Binding port 0 would return an ephemeral port: between choosing it and a server binding it, any outgoing
+    connection (a client of another test's server) may be given the same port as its local end, and the server
+    then fails to start (CI saw it: "port 33127 is held by pid ... pytest"). Ports below the range are never
+    assigned to outgoing connections, so only a server can take one.
+    """
+    low, _ = _ephemeral_range()
+    pool = range(10_000, low) if low > 11_000 else range(40_000, 65_536)
+    with _handed_out_lock:
+        for port in itertools.islice(iter(lambda: random.choice(pool), None), 2_000):
+            if port not in _handed_out and port_is_free(port) and not socket_inodes(port):
+                _handed_out.add(port)
+                return port
+    raise RuntimeError(f"no free TCP port found in {pool.start}-{pool.stop - 1}")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 import redis
 
+from infra.platform.ports import free_port
 from infra.platform.processes import die_with_parent
 
 
@@ -59,12 +59,6 @@ def supports_tls(binary: str | None = None) -> bool:
         timeout=10,
     )
     return "Bad directive" not in probe.stdout + probe.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
