@@ -1,11 +1,12 @@
-"""(a) Ingest: the webhook function against a bare Functions Framework function answering "ok".
+"""(a) Ingest: the webhook function against a bare Functions Framework function and the seed-style view.
 
-Both run under the Functions Framework with WORKERS=2 THREADS=8 and take the same wrk load
-(``-t2``, signed ~900-byte WAHA ``message`` bodies, never the same payload id twice, many chats),
-alternately — bare, webhook, bare, webhook — so drifting machine load hits both; figures are medians.
-The webhook writes to its own redis-server (AOF ``appendfsync always``, as shipped); no router runs,
-and WSM_MAX_ACTIVE is the default (1), so nearly every new chat joins the queue.
-Redis is flushed before each webhook warm-up, so every webhook run starts from the same state.
+The three serve with 2 worker processes x 8 threads (the Functions Framework's WORKERS/THREADS; gunicorn's
+``--workers``/``--threads`` for the seed's Django view, bench/seed/app.py) and take the same wrk load
+(``-t2``, signed ~900-byte WAHA ``message`` bodies, HMAC checked by both writers, never the same payload id
+twice, many chats), in turn — bare, seed, webhook, bare, seed, webhook — so drifting machine load hits all;
+figures are medians. The webhook and the seed write to the same redis-server (AOF ``appendfsync always``, as
+shipped); no router runs, and WSM_MAX_ACTIVE is the default (1), so nearly every new chat joins the queue.
+Redis is flushed before each writer's warm-up, so every run starts from the same state.
 """
 
 from __future__ import annotations
@@ -20,12 +21,23 @@ from bench.bodies import BODY_BYTES, BodyMaker, chat_id
 from bench.loadgen import WrkResult, run_wrk
 from bench.plan import Plan
 from bench.report import Row, median, num
-from bench.stack import HMAC_KEY, bare_process, client_for, private_redis, running, url_of, webhook_process
+from bench.stack import (
+    HMAC_KEY,
+    bare_process,
+    client_for,
+    private_redis,
+    running,
+    seed_process,
+    url_of,
+    webhook_process,
+)
 from wsm.store import keys
 
 SESSION = "bench"
 MESSAGES_PER_CHAT = 10
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.8  # x bare
+TARGET_VS_SEED = 1.6
+CONTESTANTS = ("bare", "seed", "webhook")
 
 
 def count_stored(client: redis.Redis, sk: keys.SessionKeys) -> int:
@@ -53,12 +65,13 @@ def write_bodies(maker: BodyMaker, path: Path, count: int, group: int, first_cha
 
 
 def run(plan: Plan) -> tuple[dict, list[Row]]:
-    runs: dict[int, dict[str, list[dict]]] = {c: {"bare": [], "webhook": []} for c in plan.concurrency}
+    runs: dict[int, dict[str, list[dict]]] = {c: {name: [] for name in CONTESTANTS} for c in plan.concurrency}
     sk = keys.SessionKeys(SESSION)
     with (
         tempfile.TemporaryDirectory(prefix="wsm-bench-") as tmp,
         private_redis() as server,
         running(bare_process()) as bare,
+        running(seed_process(server.url)) as seed,
         running(webhook_process(server.url)) as webhook,
     ):
         client = client_for(server.url)
@@ -69,8 +82,8 @@ def run(plan: Plan) -> tuple[dict, list[Row]]:
                 warm = write_bodies(maker, Path(tmp) / "warmup.txt", warm_count, group=100 + rep)
                 count, first = plan.bodies_per_s * plan.wrk_duration_s, warm_count // MESSAGES_PER_CHAT + 1
                 bodies = write_bodies(maker, Path(tmp) / "bodies.txt", count, group=100 + rep, first_chat=first)
-                for name, proc in (("bare", bare), ("webhook", webhook)):
-                    if name == "webhook":
+                for name, proc in (("bare", bare), ("seed", seed), ("webhook", webhook)):
+                    if name != "bare":
                         client.flushall()
                     run_wrk(url_of(proc), warm, c, plan.wrk_warmup_s)
                     before = settle(client, sk) if name == "webhook" else 0
@@ -99,16 +112,20 @@ def summarize(runs: dict[int, dict[str, list[dict]]]) -> tuple[dict, list[Row]]:
             name: {f: median([r[f] for r in rs]) for f in ("rps", "p50_ms", "p99_ms")} for name, rs in by_name.items()
         }
         ratio = med["webhook"]["rps"] / med["bare"]["rps"]
-        hook = by_name["webhook"]
+        vs_seed = med["webhook"]["rps"] / med["seed"]["rps"]
+        hook, everyone = by_name["webhook"], [r for rs in by_name.values() for r in rs]
         checks = {
-            "non_2xx": sum(r["non_2xx"] for r in hook + by_name["bare"]),
-            "socket_errors": sum(r["socket_errors"] for r in hook + by_name["bare"]),
+            "non_2xx": sum(r["non_2xx"] for r in everyone),
+            "socket_errors": sum(r["socket_errors"] for r in everyone),
             "bodies_reused": sum(r["bodies_reused"] for r in hook),
             "stored": sum(r["stored"] for r in hook),
             "ok": sum(r["ok"] for r in hook),
             "stored_matches": all(r["stored_ok"] for r in hook),
         }
-        figures[f"c{c}"] = {"median": med, "ratio": round(ratio, 3), "runs": by_name, "checks": checks}
+        figures[f"c{c}"] = {
+            "median": med, "ratio": round(ratio, 3), "vs_seed": round(vs_seed, 3), "runs": by_name, "checks": checks,
+        }  # fmt: skip
+        seed_each = " ".join(f"{r['rps']:,.0f}" for r in by_name["seed"])
         each = " ".join(f"{r['rps']:,.0f}" for r in hook)
         rows.append(
             Row(
@@ -123,9 +140,20 @@ def summarize(runs: dict[int, dict[str, list[dict]]]) -> tuple[dict, list[Row]]:
         rows.append(
             Row(
                 "a",
+                f"ingest vs the seed-style view, -c{c}",
+                f"webhook {num(med['webhook']['rps'])} | seed {num(med['seed']['rps'])} | ratio {vs_seed:.2f} "
+                f"(seed runs: {seed_each})",
+                f"≥ {TARGET_VS_SEED} × seed",
+                vs_seed >= TARGET_VS_SEED,
+            )
+        )
+        rows.append(
+            Row(
+                "a",
                 f"latency p50 / p99 ms, -c{c}",
-                f"webhook {num(med['webhook']['p50_ms'], 1)} / {num(med['webhook']['p99_ms'], 1)} | "
-                f"bare {num(med['bare']['p50_ms'], 1)} / {num(med['bare']['p99_ms'], 1)}",
+                " | ".join(
+                    f"{name} {num(med[name]['p50_ms'], 1)} / {num(med[name]['p99_ms'], 1)}" for name in CONTESTANTS
+                ),
             )
         )
         clean = checks["non_2xx"] == 0 and checks["socket_errors"] == 0 and checks["bodies_reused"] == 0
@@ -144,8 +172,9 @@ def summarize(runs: dict[int, dict[str, list[dict]]]) -> tuple[dict, list[Row]]:
 
 def conditions(plan: Plan) -> str:
     return (
-        f"webhook and bare function under the Functions Framework, WORKERS=2 THREADS=8 both; wrk -t2 "
+        f"webhook and bare function under the Functions Framework, seed-style Django view under gunicorn, 2 workers "
+        f"x 8 threads each; wrk -t2 "
         f"-c{'/-c'.join(map(str, plan.concurrency))}, {plan.wrk_duration_s} s runs after {plan.wrk_warmup_s} s "
-        f"warm-up, bare/webhook alternating x{plan.repeats}, medians; signed ~{BODY_BYTES} B message bodies "
+        f"warm-up, bare/seed/webhook in turn x{plan.repeats}, medians; signed ~{BODY_BYTES} B message bodies "
         f"(HMAC on), unique ids, {MESSAGES_PER_CHAT} per chat; Redis AOF always, no router, WSM_MAX_ACTIVE=1"
     )

@@ -88,6 +88,20 @@ def bare_process() -> ManagedProcess:
     return ManagedProcess("bare", argv, clean_env(**SERVE_ENV), port, log_path("bare"))
 
 
+def seed_process(redis_url: str) -> ManagedProcess:
+    """The seed-style Django view (bench/seed/app.py) under gunicorn, with the Functions Framework's workers/threads."""
+    argv = [
+        str(BIN / "gunicorn"),
+        "--workers", SERVE_ENV["WORKERS"],
+        "--threads", SERVE_ENV["THREADS"],
+        "--bind", f"127.0.0.1:{(port := free_port())}",
+        "--chdir", str(REPO),
+        "bench.seed.app:application",
+    ]  # fmt: skip
+    env = clean_env(REDIS_URL=redis_url, WEBHOOK_HMAC_KEY=HMAC_KEY)
+    return ManagedProcess("seed", argv, env, port, log_path("seed"))
+
+
 def url_of(proc: ManagedProcess) -> str:
     return f"http://127.0.0.1:{proc.port}/"
 

@@ -1,0 +1,117 @@
+"""Where the CPU of part (b) goes: py-spy samples every process of the running system under (b)'s load.
+
+    python -m bench.profile                 # 200 msg/s for 15 s, the top functions of each process
+    python -m bench.profile --seconds 30 --top 25 --rate 250
+
+The system is part (b)'s (``make local``'s processes, AOF always, no typing pause, enough slots); py-spy
+(a dev dependency, needs ptrace: root or ``kernel.yama.ptrace_scope=0``) attaches to each gunicorn master
+with ``--subprocesses`` and writes collapsed stacks under ``bench/results/profile/``, which any flame-graph
+tool reads. The table gives, per process, its CPU ms per message (from /proc, as part (b) counts it) and
+the functions with the most samples: *self* (the function itself on the CPU) and *total* (it or what it
+called). Idle threads are not sampled, so the shares are of busy time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from bench import latency
+from bench.plan import Plan
+from bench.recorder import recorder
+from bench.run import E2E_SLOTS
+from bench.stack import cpu_delta, local_system, log_path, system_cpu
+from infra.platform.processes import BIN
+
+OUT = Path("bench/results/profile")
+PROFILED = ("webhook", "worker", "router", "notifier")
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if not found:
+        raise click.ClickException("py-spy is missing: make setup installs it (requirements-dev.txt)")
+    return found
+
+
+def frame_name(frame: str) -> str:
+    """``handle (wsm/ingest/http.py:52)`` -> ``wsm/ingest/http.py:handle``; a library's path from site-packages on."""
+    func, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0].rstrip(")")
+    for marker in ("site-packages/", "/work/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{func}"
+
+
+def summarize(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, top self, top total) from py-spy's raw (collapsed) output."""
+    own, total, samples = Counter[str](), Counter[str](), 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame_name(f) for f in stack.split(";") if " (" in f]
+        if not frames:
+            continue
+        samples += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            total[name] += count
+    return samples, own.most_common(top), total.most_common(top)
+
+
+@click.command()
+@click.option("--seconds", default=15.0, show_default=True, help="Length of the profiled load.")
+@click.option("--rate", default=200, show_default=True, help="Messages per second, as in part (b).")
+@click.option("--top", default=15, show_default=True, help="Functions shown per process.")
+def main(seconds: float, rate: int, top: int) -> None:
+    """Profile part (b)'s pipeline and print where each process spends its CPU."""
+    spy = py_spy()
+    plan = Plan(e2e_rate_per_s=rate, e2e_duration_s=seconds)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with (
+        recorder(log_path("recorder")) as waha,
+        local_system(waha.url, WSM_MAX_ACTIVE=E2E_SLOTS, WSM_TYPING_MS_PER_CHAR="0") as system,
+    ):
+        waha.reset(0)
+        latency.send_and_collect(plan, system.webhook_url, waha, plan.e2e_warmup_s)  # warm-up, not sampled
+        spies: dict[str, subprocess.Popen] = {}
+        for name in PROFILED:
+            proc = system.processes[name].proc
+            if proc is None:
+                continue
+            out = OUT / f"{name}.collapsed"
+            argv = [spy, "record", "--pid", str(proc.pid), "--subprocesses", "--format", "raw", "--nonblocking",
+                    "--rate", "200", "--duration", str(int(seconds) + 3), "--output", str(out)]  # fmt: skip
+            spies[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attached
+        cpu_before = system_cpu(system, waha.pid)
+        waha.reset(0)
+        sent, _replies = latency.send_and_collect(plan, system.webhook_url, waha, seconds)
+        cpu = cpu_delta(cpu_before, system_cpu(system, waha.pid))
+        for proc in spies.values():
+            proc.wait(timeout=seconds + 60)
+    messages = max(1, len(sent))
+    click.echo(f"profile of part (b): {len(sent):,} messages at {rate}/s; collapsed stacks in {OUT}/")
+    click.echo("CPU ms per message: " + " | ".join(f"{n} {s * 1000 / messages:.2f}" for n, s in cpu.items()))
+    for name in spies:
+        samples, own, total = summarize(OUT / f"{name}.collapsed", top)
+        click.echo(f"\n== {name}: {samples:,} busy samples, {cpu.get(name, 0) * 1000 / messages:.2f} ms/msg")
+        click.echo(f"  {'self %':>7}  function")
+        for fn, n in own:
+            click.echo(f"  {100 * n / max(1, samples):6.1f}%  {fn}")
+        click.echo(f"  {'total %':>7}  function (it and what it called)")
+        for fn, n in total:
+            click.echo(f"  {100 * n / max(1, samples):6.1f}%  {fn}")
+
+
+if __name__ == "__main__":
+    main()
