@@ -43,11 +43,16 @@ def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
         master.cleanup()
 
 
-def webhook(monkeypatch: pytest.MonkeyPatch, url: str, replicas: str) -> Any:
+# how long WAIT may take: a healthy replica answers in a millisecond, but on a loaded machine (CI) the first
+# writes after the sync can take a few hundred (the replica rewrites its AOF then); a frozen one never answers
+WAIT_TIMEOUT_MS = 2000
+
+
+def webhook(monkeypatch: pytest.MonkeyPatch, url: str, replicas: str, wait_timeout_ms: int = WAIT_TIMEOUT_MS) -> Any:
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.delenv("WEBHOOK_HMAC_KEY", raising=False)
     monkeypatch.setenv("WSM_REDIS_MIN_REPLICAS", replicas)
-    monkeypatch.setenv("WSM_REDIS_WAIT_TIMEOUT_MS", "300")
+    monkeypatch.setenv("WSM_REDIS_WAIT_TIMEOUT_MS", str(wait_timeout_ms))
     get_settings.cache_clear()
     return create_app("webhook", SOURCE).test_client()
 
@@ -81,7 +86,7 @@ def test_acknowledged_only_once_the_replica_has_it(pair, monkeypatch: pytest.Mon
 
 
 def test_a_master_without_replicas_cannot_acknowledge(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    refused = post(webhook(monkeypatch, redis_url, "1"), wp.message_event(ALICE, "oi"))
+    refused = post(webhook(monkeypatch, redis_url, "1", wait_timeout_ms=300), wp.message_event(ALICE, "oi"))
     assert refused.status_code == 503
     assert "storage unavailable" in refused.get_json()["error"]
     accepted = post(webhook(monkeypatch, redis_url, "0"), wp.message_event(ALICE, "olá"))
@@ -93,7 +98,7 @@ def test_concurrent_writes_share_one_wait_and_all_fail_without_the_replica(pair)
     master, replica = pair
     client = redis.Redis(port=master.port, decode_responses=True)
     script = client.register_script("return redis.call('INCR', KEYS[1])")
-    group = GroupCommit(client, min_replicas=1, wait_timeout_ms=300)
+    group = GroupCommit(client, min_replicas=1, wait_timeout_ms=WAIT_TIMEOUT_MS)
 
     def write(_: int) -> object:
         try:
