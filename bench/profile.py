@@ -7,8 +7,9 @@ The system is part (b)'s (``make local``'s processes, AOF always, no typing paus
 (a dev dependency, needs ptrace: root or ``kernel.yama.ptrace_scope=0``) attaches to each gunicorn master
 with ``--subprocesses`` and writes collapsed stacks under ``bench/results/profile/``, which any flame-graph
 tool reads. The table gives, per process, its CPU ms per message (from /proc, as part (b) counts it) and
-the functions with the most samples: *self* (the function itself on the CPU) and *total* (it or what it
-called). Idle threads are not sampled, so the shares are of busy time.
+the functions with the most samples while holding the GIL (py-spy ``--gil``: Python at work, not a thread
+blocked in a read): *self* (the function itself) and *total* (it or what it called, our code only). Redis's
+``INFO commandstats`` before and after give the commands each message cost, by command.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from collections import Counter
 from pathlib import Path
 
 import click
+import redis
 
 from bench import latency
 from bench.plan import Plan
 from bench.recorder import recorder
 from bench.run import E2E_SLOTS
-from bench.stack import cpu_delta, local_system, log_path, system_cpu
+from bench.stack import client_for, cpu_delta, local_system, log_path, system_cpu
 from infra.platform.processes import BIN
 
 OUT = Path("bench/results/profile")
@@ -50,8 +52,11 @@ def frame_name(frame: str) -> str:
     return f"{path}:{func}"
 
 
+OURS = ("wsm/", "infra/", "functions/", "main.py:")
+
+
 def summarize(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """(samples, top self, top total) from py-spy's raw (collapsed) output."""
+    """(samples, top self, top total of our own functions) from py-spy's raw (collapsed) output."""
     own, total, samples = Counter[str](), Counter[str](), 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -64,8 +69,13 @@ def summarize(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int]], li
         samples += count
         own[frames[-1]] += count
         for name in set(frames):
-            total[name] += count
+            if name.startswith(OURS):
+                total[name] += count
     return samples, own.most_common(top), total.most_common(top)
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
 
 
 @click.command()
@@ -90,25 +100,32 @@ def main(seconds: float, rate: int, top: int) -> None:
                 continue
             out = OUT / f"{name}.collapsed"
             argv = [spy, "record", "--pid", str(proc.pid), "--subprocesses", "--format", "raw", "--nonblocking",
-                    "--rate", "200", "--duration", str(int(seconds) + 3), "--output", str(out)]  # fmt: skip
+                    "--rate", "250", "--gil", "--duration", str(int(seconds) + 3), "--output", str(out)]  # fmt: skip
             spies[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attached
-        cpu_before = system_cpu(system, waha.pid)
+        client = client_for(system.redis_url)
+        cpu_before, commands_before = system_cpu(system, waha.pid), command_counts(client)
         waha.reset(0)
         sent, _replies = latency.send_and_collect(plan, system.webhook_url, waha, seconds)
         cpu = cpu_delta(cpu_before, system_cpu(system, waha.pid))
+        commands = Counter(command_counts(client))
+        commands.subtract(commands_before)
+        waha_calls = waha.calls()
         for proc in spies.values():
             proc.wait(timeout=seconds + 60)
     messages = max(1, len(sent))
     click.echo(f"profile of part (b): {len(sent):,} messages at {rate}/s; collapsed stacks in {OUT}/")
     click.echo("CPU ms per message: " + " | ".join(f"{n} {s * 1000 / messages:.2f}" for n, s in cpu.items()))
+    per = ", ".join(f"{name} {n / messages:.2f}" for name, n in commands.most_common() if n > 0)
+    click.echo(f"Redis commands per message: {commands.total() / messages:.1f} ({per})")
+    click.echo("WAHA calls per message: " + ", ".join(f"{k} {v / messages:.2f}" for k, v in waha_calls.items()))
     for name in spies:
         samples, own, total = summarize(OUT / f"{name}.collapsed", top)
         click.echo(f"\n== {name}: {samples:,} busy samples, {cpu.get(name, 0) * 1000 / messages:.2f} ms/msg")
         click.echo(f"  {'self %':>7}  function")
         for fn, n in own:
             click.echo(f"  {100 * n / max(1, samples):6.1f}%  {fn}")
-        click.echo(f"  {'total %':>7}  function (it and what it called)")
+        click.echo(f"  {'total %':>7}  our function (it and what it called)")
         for fn, n in total:
             click.echo(f"  {100 * n / max(1, samples):6.1f}%  {fn}")
 

@@ -89,9 +89,8 @@ class Sender:
                 self._dead_letter(chat, entry, str(e))
                 self._record(chat, entry["id"], "", "FAILED")
                 continue
-            self._record(chat, entry["id"], waha_id, "SENT")
+            self._record(chat, entry["id"], waha_id, "SENT")  # and the console's event
             _count_sent(entry)
-            event_stream.append(self.redis, chat.session, event_stream.MESSAGE, chat=chat.chat_id, direction="out")
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE
@@ -123,10 +122,10 @@ class Sender:
     def _record(self, chat: ChatStore, reply_id: str, waha_id: str, status: str) -> None:
         sk, ck, filed_as, s = chat.sk, chat.ck, waha_id or reply_id, chat.settings
         chat.scripts.outbox_sent(
-            keys=[ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as)],
+            keys=[ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as), sk.events_stream],
             args=[
                 chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
-                s.dedupe_window, s.dedupe_max,
+                s.dedupe_window, s.dedupe_max, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE, chat.chat_id,
             ],
         )  # fmt: skip
 

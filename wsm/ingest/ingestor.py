@@ -100,14 +100,14 @@ class Ingestor:
             self.scripts.ingest_message,
             [
                 sk.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, sk.ready,
-                sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id),
+                sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.early_ack(msg.message_id), sk.events_stream,
             ],
             [
                 stored_id, body, msg.direction, now, s.dedupe_ttl_s, s.history_max,
                 s.max_active, msg.chat_id, msg.session, channel, s.state_retention_s, s.inbox_max,
                 s.handoff_s * 1000, "1" if msg.typed_on_phone else "0",
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
-                s.dedupe_window, s.dedupe_max, publish,
+                s.dedupe_window, s.dedupe_max, publish, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE,
             ],
             grouped=True,
         )  # fmt: skip
@@ -119,8 +119,7 @@ class Ingestor:
                 metrics.message("out", "phone")
                 self._phone_took_over(sk, msg.chat_id, now)
             return Outcome("accepted", {"id": msg.message_id, "direction": "out"})
-        metrics.message("in", "customer")
-        event_stream.append(self.redis, msg.session, event_stream.MESSAGE, chat=msg.chat_id, direction="in")
+        metrics.message("in", "customer")  # the console's event was added by the script
         details: dict[str, Any] = {"id": msg.message_id, "direction": "in", "chat_status": result[1]}
         if result[1] == ChatStatus.WAITING:
             details["position"] = int(result[2])

@@ -12,6 +12,7 @@
 -- KEYS[9]  queue seq           string  ticket counter
 -- KEYS[10] notify due          zset    waiting chats, score = ms when they may be told again
 -- KEYS[11] early ack           string  ack that arrived before this message
+-- KEYS[12] events stream        stream  the console's live feed (optional: without it, no event)
 -- ARGV[1] message id (compact)   ARGV[2] record body (compact JSON array)   ARGV[3] direction "in" | "out"
 -- ARGV[4] now (ms)     ARGV[5] dedupe ttl (s) ARGV[6] history max (messages)
 -- ARGV[7] max active slots   ARGV[8] chat id   ARGV[9] session   ARGV[10] events channel
@@ -20,6 +21,7 @@
 -- ARGV[15..17] chat statuses active, waiting, handoff   ARGV[18] end reason handoff  (wsm.core.status)
 -- ARGV[19] dedupe window (records)   ARGV[20] dedupe max (ids kept in seen)
 -- ARGV[21] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[10] is then the session's shard channel)
+-- ARGV[22] events stream length kept (XADD MAXLEN ~)   ARGV[23] the stream's type of a message event
 -- An outbound message typed on the phone means a human took over the chat: the bot
 -- hands off (frees the slot or the queue place and stays quiet for the handoff length).
 -- Returns {"duplicate"} | {"stored_out"} | {"accepted", chat status, queue position or 0}
@@ -61,6 +63,9 @@ end
 
 redis.call('HSET', KEYS[5], 'last_seen_ms', now)
 redis.call('EXPIRE', KEYS[5], retention)
+if KEYS[12] then
+  redis.call('XADD', KEYS[12], 'MAXLEN', '~', ARGV[22], '*', 'type', ARGV[23], 'chat', chat, 'direction', 'in')
+end
 local status = redis.call('HGET', KEYS[5], 'status')
 if status == HANDOFF and (tonumber(redis.call('HGET', KEYS[5], 'handoff_until_ms')) or 0) > now then
   return {'accepted', status, 0}  -- a human is answering this chat: history only, the bot stays quiet

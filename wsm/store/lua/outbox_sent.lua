@@ -3,10 +3,11 @@
 -- stored first, the echo is folded in. Failed for good (WAHA refused it): marked FAILED.
 --
 -- KEYS[1] chat lease  KEYS[2] chat outbox  KEYS[3] chat history (_history_lib)  KEYS[4] chat seen
--- KEYS[5] early ack of <waha id>
+-- KEYS[5] early ack of <waha id>  KEYS[6] events stream (the console's feed; optional)
 -- ARGV[1] lease token  ARGV[2] our reply id  ARGV[3] WAHA message id, compact ("" if WAHA gave none)
 -- ARGV[4] now (ms)  ARGV[5] dedupe ttl (s)  ARGV[6] "SENT" | "FAILED"
 -- ARGV[7] dedupe window (records)  ARGV[8] dedupe max (ids kept in seen)
+-- ARGV[9] events stream length kept (XADD MAXLEN ~)  ARGV[10] the stream's type of a message event  ARGV[11] chat
 -- Returns "ok" | "lost_lease" | "not_head"
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -17,6 +18,9 @@ if not head or cjson.decode(head)['id'] ~= ARGV[2] then
   return 'not_head'
 end
 redis.call('LPOP', KEYS[2])
+if KEYS[6] and ARGV[6] == 'SENT' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'type', ARGV[10], 'chat', ARGV[11], 'direction', 'out')
+end
 
 local ours, waha_id = ARGV[2], ARGV[3]
 local window = tonumber(ARGV[7])
