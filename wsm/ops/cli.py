@@ -18,6 +18,7 @@ from wsm.core.status import TRANSITION
 from wsm.ops.chat_data import erase_chat, export_chat
 from wsm.ops.migrate import known_sessions, migrate_session
 from wsm.ops.operator_cli import operator
+from wsm.ops.refusals import refusals
 from wsm.ops.schedule_cli import schedule
 from wsm.store.connection import get_redis
 
@@ -34,10 +35,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def history(session: str, chat_id: str, last: int | None, as_json: bool) -> None:
     """Print a chat's history, oldest first."""
-    try:
+    with refusals(RedisUnavailable):
         messages = read_history(get_redis(get_settings().redis_url), session, chat_id, last)
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
     for message in messages:
         click.echo(json.dumps(message, ensure_ascii=False) if as_json else _line(message))
     if not messages and not as_json:
@@ -49,10 +48,8 @@ def history(session: str, chat_id: str, last: int | None, as_json: bool) -> None
 @click.option("--chat", "chat_id", required=True, help="Chat id, e.g. 5511988887777@c.us.")
 def export_command(session: str, chat_id: str) -> None:
     """Print one JSON document with everything held about a chat (LGPD/GDPR access request)."""
-    try:
+    with refusals(RedisUnavailable):
         document = export_chat(get_redis(get_settings().redis_url), session, chat_id)
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
     click.echo(json.dumps(document, ensure_ascii=False, indent=2))
 
 
@@ -65,10 +62,8 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Erase all data of {chat_id} in session {session}? This cannot be undone", abort=True)
     settings = get_settings()
-    try:
+    with refusals(RedisUnavailable):
         erased = erase_chat(get_redis(settings.redis_url), session, chat_id, settings.max_active)
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
     parts = [f"{len(erased.keys_deleted)} keys", f"{erased.deadletter_entries} dead-letter entries"]
     parts.append(f"{erased.appointments} appointments")
     if erased.human_attendance:
@@ -86,7 +81,7 @@ def erase_command(session: str, chat_id: str, yes: bool) -> None:
 def migrate_command(sessions: tuple[str, ...]) -> None:
     """Convert chats written by the old layout (log + msgs) to the compact history list; safe to run again."""
     settings = get_settings()
-    try:
+    with refusals(RedisUnavailable):
         client = get_redis(settings.redis_url)
         for session in sessions or known_sessions(client):
             done = migrate_session(client, settings, session)
@@ -94,8 +89,6 @@ def migrate_command(sessions: tuple[str, ...]) -> None:
             if done.skipped:
                 line += f"; {len(done.skipped)} kept changing, run again"
             click.echo(line)
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
 
 
 main.add_command(schedule)

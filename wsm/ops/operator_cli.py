@@ -7,6 +7,7 @@ import click
 from wsm.attendance.operators import OperatorError, Operators
 from wsm.core.errors import RedisUnavailable
 from wsm.core.settings import get_settings
+from wsm.ops.refusals import refusals
 from wsm.store.connection import get_redis, redis_errors
 
 
@@ -23,22 +24,16 @@ def operator() -> None:
 @click.argument("name")
 def add(name: str) -> None:
     """Create an operator and print a one-time password (only its scrypt hash is stored)."""
-    try:
-        with redis_errors():
-            password = _operators().add(name)
-    except (OperatorError, RedisUnavailable) as e:
-        raise click.ClickException(str(e)) from e
+    with refusals(OperatorError, RedisUnavailable), redis_errors():
+        password = _operators().add(name)
     click.echo(f"operator {name} added; password (shown once): {password}")
 
 
 @operator.command("list")
 def list_command() -> None:
     """Print every operator, one per line."""
-    try:
-        with redis_errors():
-            names = _operators().names()
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
+    with refusals(RedisUnavailable), redis_errors():
+        names = _operators().names()
     for name in names:
         click.echo(name)
     if not names:
@@ -49,11 +44,8 @@ def list_command() -> None:
 @click.argument("name")
 def remove(name: str) -> None:
     """Delete an operator (they go offline; the chats they hold stay theirs until returned or closed)."""
-    try:
-        with redis_errors():
-            removed = _operators().remove(name)
-    except RedisUnavailable as e:
-        raise click.ClickException(str(e)) from e
+    with refusals(RedisUnavailable), redis_errors():
+        removed = _operators().remove(name)
     if not removed:
         raise click.ClickException(f"no operator named {name!r}")
     click.echo(f"operator {name} removed")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ import click
 
 from wsm.core.errors import RedisUnavailable
 from wsm.core.settings import get_settings
+from wsm.ops.refusals import refusals
 from wsm.schedule.book import Book
 from wsm.schedule.config import Schedule, load_schedule
 from wsm.schedule.errors import BookingError, ScheduleError
@@ -33,13 +33,9 @@ def schedule(ctx: click.Context, session: str, schedule_file: str | None) -> Non
     ctx.obj = {"session": session, "file": schedule_file}
 
 
-@contextmanager
-def _refusals() -> Iterator[None]:
+def _refusals() -> AbstractContextManager[None]:
     """Our refusals become a one-line error and exit status 1; nothing was changed."""
-    try:
-        yield
-    except (ScheduleError, BookingError, RedisUnavailable) as e:
-        raise click.ClickException(str(e)) from e
+    return refusals(ScheduleError, BookingError, RedisUnavailable)
 
 
 def _book(ctx: click.Context) -> Book:
