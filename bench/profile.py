@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +29,7 @@ from bench.plan import Plan
 from bench.recorder import recorder
 from bench.run import E2E_SLOTS
 from bench.stack import client_for, cpu_delta, local_system, log_path, system_cpu
-from infra.platform.processes import BIN
+from infra.platform.processes import BIN, REPO
 
 OUT = Path("bench/results/profile")
 PROFILED = ("webhook", "worker", "router", "notifier")
@@ -45,7 +46,7 @@ def frame_name(frame: str) -> str:
     """``handle (wsm/ingest/http.py:52)`` -> ``wsm/ingest/http.py:handle``; a library's path from site-packages on."""
     func, _, where = frame.partition(" (")
     path = where.rsplit(":", 1)[0].rstrip(")")
-    for marker in ("site-packages/", "/work/", "lib/python3.11/"):
+    for marker in ("site-packages/", f"{REPO}/", f"python{sys.version_info[0]}.{sys.version_info[1]}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
