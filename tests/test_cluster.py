@@ -43,7 +43,6 @@ def _env(**extra: str) -> dict[str, str]:
         "WSM_TICK_S": "0.5",
         "WSM_TYPING_MS_PER_CHAR": "0",
         "WSM_NOTIFY_MIN_INTERVAL_S": "0",
-        "WSM_LEASE_MS": "3000",
         **extra,
     }
 
