@@ -388,3 +388,36 @@ def test_ticks_serve_every_stranded_chat_a_bounded_batch_at_a_time(platform: Pla
         platform.worker.on_event(WakeUp(TICK))
     assert told() == len(waiting)
     assert platform.r.zrange(SK.queue, 0, -1) == [] and platform.r.smembers(SK.ready) == set()
+
+
+def test_a_chat_admitted_while_the_notifier_looks_at_it_is_not_told_a_stale_position(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (a doubled "Você é o 1º da fila" in the cluster scenario): the notifier holds the chat's lease,
+    but admission (admit_next) does not take it. A position read before the chat was admitted must not become a
+    notice after it (the notify hash admission deleted read as "never told": the first notice again)."""
+    import wsm.attendance.notifier as notifier_module
+
+    platform.say(A, "oi")
+    platform.say(B, "olá")
+    assert platform.texts(B) == ['Você é o 1º da fila. Espera estimada: ~3 min. Para sair da fila, envie "sair".']
+    real_position = notifier_module.position
+
+    def position_then_admitted(client: redis.Redis, sk: keys.SessionKeys, chat_id: str, human: bool = False):
+        place = real_position(client, sk, chat_id, human)
+        if chat_id == B:  # right after this read, the worker ends A's conversation and admits B
+            leaving = ChatStore(platform.r, Scripts(platform.r), platform.settings, "default", A)
+            assert leaving.acquire()
+            assert leaving.commit(Turn(["tchau"], end="done"))
+            leaving.release()
+            assert platform.worker.admit(SK) == [B]
+        return place
+
+    monkeypatch.setattr(notifier_module, "position", position_then_admitted)
+    platform.notifier.on_event(WakeUp(QUEUE_CHANGED, "default", B))
+    monkeypatch.setattr(notifier_module, "position", real_position)
+    assert len(platform.texts(B)) == 1, platform.texts(B)  # nothing told after admission
+    assert not platform.r.exists(SK.chat(B).notify)  # and admission's reset stands
+    platform.dispatch(B)
+    texts = platform.texts(B)
+    assert len(texts) == 2 and texts[0].startswith("Você é o 1º da fila") and texts[1].startswith("É a sua vez!")

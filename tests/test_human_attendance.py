@@ -335,3 +335,28 @@ def test_after_a_phone_takeover_lapses_the_person_can_ask_for_a_human_again(
     ask_for_human(platform, A)
     assert platform.r.zrange(SK.human_queue, 0, -1) == [A]
     assert platform.texts(A)[-1].startswith("Você é o 1º na fila para falar com um atendente")
+
+
+def test_a_chat_taken_while_the_notifier_looks_at_it_is_not_told_a_stale_position(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's take (owner_take) moves a chat without its lease: a position the notifier read before it must
+    not become a notice after it (see test_attendance's admission case)."""
+    import wsm.attendance.notifier as notifier_module
+
+    online(platform)
+    ask_for_human(platform, A)
+    told = len(platform.texts(A))
+    assert platform.texts(A)[-1].startswith("Você é o 1º na fila para falar com um atendente")
+    real_position = notifier_module.position
+
+    def position_then_taken(client: redis.Redis, sk, chat_id: str, human: bool = False):  # type: ignore[no-untyped-def]
+        place = real_position(client, sk, chat_id, human)
+        if human and chat_id == A:  # right after this read, ana takes the chat in the console
+            ownership(platform).take("default", A, "ana")
+        return place
+
+    monkeypatch.setattr(notifier_module, "position", position_then_taken)
+    platform.notifier.run(SK, human=True)
+    assert len(platform.texts(A)) == told, platform.texts(A)[told:]
+    assert owner_of(state(platform, A)) is Owner.WITH_OPERATOR

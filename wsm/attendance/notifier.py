@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
@@ -90,8 +91,11 @@ class Notifier(Handler):
             self.redis.zrem(store.sk.notify_due, store.chat_id)
             return False
         wait = estimated_wait_min(avg_handle_ms, place, self.settings.max_active)
-        text = self.engine.position_text(first=not self._told(store), position=place, wait_min=wait)
-        return self._tell(store, place, text, store.sk.notify_due)
+
+        def text(told: int) -> str:
+            return self.engine.position_text(first=not told, position=place, wait_min=wait)
+
+        return self._tell(store, place, text, store.sk.queue, store.sk.notify_due)
 
     def _tell_human(self, store: ChatStore, avg_handle_ms: float) -> bool:
         """The same rules for the human queue; its ETA counts the capacity of the operators online."""
@@ -102,16 +106,18 @@ class Notifier(Handler):
         slots = self.ownership.operators.capacity_online(store.session)
         wait = estimated_wait_min(avg_handle_ms, place, slots)
         texts = self.ownership.texts(self.engine.flow.texts)
-        template = texts["human_position" if self._told(store) else "human_queued"]
-        return self._tell(
-            store, place, self.engine.render(template, position=place, wait_min=wait), store.sk.human_notify_due
-        )
 
-    def _told(self, store: ChatStore) -> int:
-        return int(self.redis.hget(store.ck.notify, "position") or 0)
+        def text(told: int) -> str:
+            return self.engine.render(
+                texts["human_position" if told else "human_queued"], position=place, wait_min=wait
+            )
 
-    def _tell(self, store: ChatStore, place: int, text: str, due_key: str) -> bool:
-        """Tell ``text`` if the position improved, within the throttle; else say when to look again."""
+        return self._tell(store, place, text, store.sk.human_queue, store.sk.human_notify_due)
+
+    def _tell(self, store: ChatStore, place: int, text: Callable[[int], str], queue_key: str, due_key: str) -> bool:
+        """Tell ``text(last told position)`` if the position improved, within the throttle; else say when to look
+        again. The notice is committed only if the chat is still at ``place`` of ``queue_key`` and nobody told it
+        anything since we read (admission or an operator's take move a chat without its lease): else it is stale."""
         now = now_ms()
         notify = self.redis.hgetall(store.ck.notify)
         told = int(notify.get("position") or 0)
@@ -131,7 +137,13 @@ class Notifier(Handler):
             return False
         fields = {"position": str(place), "sent_ms": json.dumps([*sent, now])}
         due = now + s.notify_min_interval_s * 1000
-        return store.commit(Turn([text]), notify=fields, kind="position", **again(due))  # type: ignore[arg-type]
+        return store.commit(
+            Turn([text(told)]),
+            notify=fields,
+            kind="position",
+            told=(queue_key, place, told),
+            **again(due),  # type: ignore[arg-type]
+        )
 
 
 def handle_event(ce_type: str, data: object) -> None:

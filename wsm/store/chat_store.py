@@ -133,6 +133,7 @@ class ChatStore:
         then: tuple[str, str, int] | None = None,
         first_reply_to_ms: int | None = None,
         source: str = "bot",
+        told: tuple[str, int, int] | None = None,
     ) -> bool:
         """Apply a turn atomically: drop handled inbox messages, set state, queue the reply.
 
@@ -140,12 +141,15 @@ class ChatStore:
         and nothing is done when it is already gone. ``then`` = (zset, member, score) to note the reply in.
         ``first_reply_to_ms``: this reply is a conversation's first, answering a message received then (the
         sender measures the first response time from it). ``source``: who wrote the reply, kept in its history
-        record (``bot``, or ``operator:<name>`` for a reply typed in the console). False if the lease was lost or
-        the due member is gone.
+        record (``bot``, or ``operator:<name>`` for a reply typed in the console). ``told`` = (queue, position,
+        last told position) of a position notice: done only if the chat is still at that position of that queue and
+        the notify hash still says it was last told that (admission and an operator's take move a chat without its
+        lease). False if the lease was lost, the due member is gone or the notice is stale.
         """
         s = self.settings
         due_key, due_member = due or (self.sk.notify_due, "")
         then_key, then_member, then_score = then or (self.sk.notify_due, "", 0)
+        told_queue, told_place, told_before = told or (self.sk.queue, "", 0)
         replies = [self._record(r) for r in turn.records]
         replies += [self._reply(turn.text, seen_ids or [], kind, first_reply_to_ms, source)] if turn.text else []
         channel, publish = doorbell(self.redis, self.session)
@@ -153,7 +157,7 @@ class ChatStore:
             keys=[
                 self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.history, self.ck.seen,
                 self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
-                self.sk.handle_stats, self.sk.queue_seq, due_key, then_key,
+                self.sk.handle_stats, self.sk.queue_seq, due_key, then_key, told_queue,
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
@@ -161,7 +165,7 @@ class ChatStore:
                 json.dumps(notify) if notify else "", "" if notify_due_ms is None else notify_due_ms, s.max_active,
                 uuid.uuid4().hex, ended_status(turn.end) if turn.end else "",
                 ChatStatus.CLOSED, ChatStatus.ACTIVE, ChatStatus.WAITING, due_member, then_member, then_score,
-                s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s, publish,
+                s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s, publish, told_place, told_before,
             ],
         )  # fmt: skip
         return result == "ok"

@@ -27,15 +27,26 @@
 -- ARGV[21] member to add to KEYS[15] ("" for none)   ARGV[22] its score
 -- ARGV[23] dedupe window (records)  ARGV[24] dedupe max (ids kept in seen)  ARGV[25] dedupe ttl (s)
 -- ARGV[26] publish command: PUBLISH, or SPUBLISH on a cluster (ARGV[11] is then the session's shard channel)
+-- KEYS[16] the queue a position notice is about (the bot's queue or the human queue)
+-- ARGV[27] the position a notice tells ("" for any other commit)  ARGV[28] the last told position its
+--          sender read in KEYS[11] ("0": never told). The notifier holds the lease, but admission and an
+--          operator's take move a chat without it: if the chat is no longer at that place of KEYS[16], or
+--          was told something else meanwhile, the notice is stale and nothing is done ("moved").
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
--- Returns "ok" | "lost_lease" | "gone"
+-- Returns "ok" | "lost_lease" | "gone" | "moved"
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'lost_lease'
 end
 if redis.call('HGET', KEYS[3], 'last_turn') == ARGV[15] then
   return 'ok'
+end
+if ARGV[27] ~= '' then
+  local rank = redis.call('ZRANK', KEYS[16], ARGV[9])
+  if not rank or rank + 1 ~= tonumber(ARGV[27]) or (redis.call('HGET', KEYS[11], 'position') or '0') ~= ARGV[28] then
+    return 'moved'
+  end
 end
 if ARGV[20] ~= '' and redis.call('ZREM', KEYS[14], ARGV[20]) == 0 then
   return 'gone'
