@@ -421,3 +421,21 @@ def test_a_chat_admitted_while_the_notifier_looks_at_it_is_not_told_a_stale_posi
     platform.dispatch(B)
     texts = platform.texts(B)
     assert len(texts) == 2 and texts[0].startswith("Você é o 1º da fila") and texts[1].startswith("É a sua vez!")
+
+
+def test_a_ready_mark_left_by_a_sender_killed_before_it_released_is_cleared_by_the_tick(platform: Platform) -> None:
+    """Regression (the chaos run's drain never ended): a handler SIGKILLed after its last reply was sent and popped,
+    before release_lease, left the chat in ``ready`` with nothing pending; no event was coming and the tick only
+    served chats with a pending message or reply, so the mark stayed forever."""
+    platform.say(A, "oi")
+    assert platform.r.sismember(SK.ready, A) == 0
+    holder = ChatStore(platform.r, Scripts(platform.r), platform.settings, "default", A)
+    assert holder.acquire()
+    assert holder.commit(Turn(["uma resposta"]))
+    platform.worker.sender.deliver(holder)  # sent and popped; then the process dies before release
+    platform.r.delete(SK.chat(A).lease)  # and its lease runs out
+    assert platform.r.sismember(SK.ready, A) == 1
+    assert platform.r.llen(SK.chat(A).inbox) == platform.r.llen(SK.chat(A).outbox) == 0
+    platform.worker.on_event(WakeUp(TICK))  # the tick alone: no event for A is coming
+    assert platform.r.sismember(SK.ready, A) == 0
+    assert platform.texts(A)[-1] == "uma resposta"

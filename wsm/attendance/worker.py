@@ -64,10 +64,15 @@ class Worker(Handler):
         ``WSM_MAX_ACTIVE``) with unhandled messages. The batch is one SSCAN step from a cursor kept in
         Redis, so a tick costs O(batch) however many chats are ready, and successive ticks cover them
         all. Fresh work is left to the events already on their way, so a tick never competes with them.
+
+        A ready chat with nothing pending at all is served too: its holder died between popping its last
+        reply and releasing the lease (release is what drops the mark), and no event for it is coming. Serving
+        it only takes and gives back the lease, and ``release_lease`` drops the mark if nothing arrived since.
         """
         cursor, batch = self.redis.sscan(sk.ready, int(self.redis.get(sk.sweep_cursor) or 0), count=self.sweep_batch)
         self.redis.set(sk.sweep_cursor, cursor)
-        candidates = set(batch)
+        ready = set(batch)
+        candidates = set(ready)
         candidates.update(self.redis.zrange(sk.active, 0, -1))
         chats = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)
@@ -82,7 +87,7 @@ class Worker(Handler):
             inbox_head, outbox_head = heads[2 * i], heads[2 * i + 1]
             since = [record_codec.decode(inbox_head, chat).get("received_ms", 0)] if inbox_head else []
             since += [json.loads(outbox_head).get("created_ms", 0)] if outbox_head else []
-            if since and min(since) <= cutoff:
+            if (since and min(since) <= cutoff) or (not since and chat in ready):
                 stranded.append(chat)
         return stranded
 
