@@ -45,6 +45,7 @@ from wsm.store.connection import make_client
 
 SESSION = "default"
 KILLABLE = ("worker", "notifier", "webhook", "router")
+DRAIN_QUIET_S = 3.0  # drained: nothing pending and WAHA got no call for this long
 
 
 @dataclass
@@ -211,7 +212,7 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
             log(f"driver done after {time.monotonic() - started:.1f} s; waiting for chaos and drain")
             chaos.join()
             client = make_client(local.redis_url, cluster=cluster is not None)
-            _drain(client, sim, config.drain_timeout_s)
+            _drain(client, sim, config.drain_timeout_s, local.logs)
             _measure(report, client, sim, driver)
             report.supervisor_restarts = sum(local.supervisor.restarts.values())
             client.close()
@@ -293,8 +294,16 @@ def _waha_outage(sim: WahaSimulator, down_s: float, t0: float, log) -> None:
     log(f"  t={time.monotonic() - t0:5.1f}s WAHA back")
 
 
-def _drain(client: redis.Redis, sim: WahaSimulator, timeout_s: float) -> None:
-    """Wait until no inbox, outbox, slot or queue holds anything and WAHA has been quiet for a while."""
+class DrainTimeout(RuntimeError):
+    """Work was still pending when the drain timed out; the message says which chats and what their keys hold."""
+
+
+def _drain(client: redis.Redis, sim: WahaSimulator, timeout_s: float, logs: Path | None = None) -> None:
+    """Wait until no inbox, outbox, slot or queue holds anything and WAHA has been quiet for a while.
+
+    Raises :class:`DrainTimeout` with the stuck chats' keys (and the tail of each process log) when that
+    does not happen within ``timeout_s``: a silent return would only show up later as a vaguer failure.
+    """
     sk = keys.SessionKeys(SESSION)
     deadline = time.monotonic() + timeout_s
     quiet_since, last_calls = time.monotonic(), -1
@@ -303,9 +312,36 @@ def _drain(client: redis.Redis, sim: WahaSimulator, timeout_s: float) -> None:
         if calls != last_calls:
             quiet_since, last_calls = time.monotonic(), calls
         busy = client.scard(sk.ready) + client.zcard(sk.active) + client.zcard(sk.queue)
-        if busy == 0 and time.monotonic() - quiet_since > 3:
+        if busy == 0 and time.monotonic() - quiet_since > DRAIN_QUIET_S:
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
+    raise DrainTimeout(f"not drained after {timeout_s:.0f} s\n" + describe_pending(client, logs))
+
+
+def describe_pending(client: redis.Redis, logs: Path | None = None, log_lines: int = 15) -> str:
+    """What the session's ready set, slots and queue still hold, each chat's keys, and the processes' last log lines."""
+    sk = keys.SessionKeys(SESSION)
+    now = int(time.time() * 1000)
+    ready, active = sorted(client.smembers(sk.ready)), client.zrange(sk.active, 0, -1, withscores=True)
+    queue = client.zrange(sk.queue, 0, -1, withscores=True)
+    lines = [
+        f"now_ms={now} ready={ready} active={active} queue={queue}",
+        f"session={client.hgetall(sk.status)} sweep_cursor={client.get(sk.sweep_cursor)}",
+    ]
+    for chat in sorted(set(ready) | {c for c, _ in active} | {c for c, _ in queue}):
+        ck = sk.chat(chat)
+        lines += [
+            f"{chat}:",
+            f"  lease={client.get(ck.lease)!r} pttl={client.pttl(ck.lease)}",
+            f"  state={client.hgetall(ck.state)}",
+            f"  inbox={client.lrange(ck.inbox, 0, -1)}",
+            f"  outbox={client.lrange(ck.outbox, 0, -1)}",
+            f"  notify={client.hgetall(ck.notify)} notify_due={client.zscore(sk.notify_due, chat)}",
+        ]
+    for path in sorted(logs.glob("*.log")) if logs and logs.is_dir() else []:
+        tail = path.read_text(errors="replace").splitlines()[-log_lines:]
+        lines += [f"--- {path.name} (last {len(tail)} lines)", *tail]
+    return "\n".join(lines)
 
 
 def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, driver: Driver) -> None:
@@ -358,7 +394,10 @@ def main(json_out: str, **options: object) -> None:
     """Run the chaos test and print the table."""
     config = ChaosConfig(**options)  # type: ignore[arg-type]
     click.echo(f"chaos: {config.chats} chats x {config.messages_per_chat} messages, {config.slots} slots")
-    report = run_chaos(config, log=click.echo)
+    try:
+        report = run_chaos(config, log=click.echo)
+    except DrainTimeout as e:
+        raise click.ClickException(str(e)) from None
     click.echo(report.table())
     Path(json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(json_out).write_text(json.dumps({"config": asdict(config), "report": asdict(report)}, indent=2) + "\n")
