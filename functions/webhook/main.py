@@ -1,11 +1,12 @@
-"""Webhook function (HTTP): WAHA posts events here; each is verified, stored once, then acknowledged."""
+"""Webhook function (HTTP, ASGI): WAHA posts events here; each is verified, stored once, then acknowledged."""
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 from wsm.ingest.http import handle
 
 
-@functions_framework.http
-def webhook(request: flask.Request):
-    return handle(request)
+@functions_framework.aio.http
+async def webhook(request: Request) -> Response:
+    return await handle(request)

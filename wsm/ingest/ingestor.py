@@ -1,10 +1,13 @@
 """Store a parsed WAHA event in Redis, atomically, and say what happened.
 
-The webhook answers 2xx only after this returns (persist, then acknowledge).
+The webhook answers 2xx only after this returns (persist, then acknowledge). ``ingest`` is the blocking
+path (the providers' routes, AWS Lambda, tests); ``ingest_async`` is the ASGI webhook's: a message or an
+ack is the same script call, sent with the event loop's other requests in one round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -12,8 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import flask
 import redis
+import redis.asyncio
 from redis.commands.core import Script
 
 from wsm.core.clock import now_ms
@@ -22,12 +25,13 @@ from wsm.core.status import HUMAN_HOLD_MS, PHONE_OPERATOR, ChatStatus, EndReason
 from wsm.ingest.lid import LidResolver
 from wsm.metrics import record as metrics
 from wsm.store import event_stream, keys, record_codec
-from wsm.store.connection import redis_errors
+from wsm.store.connection import is_cluster, redis_errors
 from wsm.store.doorbells import doorbell
-from wsm.store.group_commit import GroupCommit
+from wsm.store.group_commit import AsyncGroupCommit, GroupCommit
 from wsm.store.replication import execute_replicated
 from wsm.store.scripts import Scripts
 from wsm.waha.event import Ack, Ignored, Message, SessionStatus, WahaEvent
+from wsm.waha.lid import is_lid
 
 log = logging.getLogger(__name__)
 SESSIONS_REFRESH_S = 60.0  # how often a process adds a session it serves to wsm:sessions again
@@ -40,10 +44,9 @@ class Outcome:
     status: str  # accepted | duplicate | stored | ignored | updated
     details: dict[str, Any] = field(default_factory=dict)
 
-    def as_response(self) -> flask.Response:
-        """Serialized here rather than by Flask's jsonify: the hot path of every webhook call."""
-        body = json.dumps({"status": self.status, **self.details}, separators=(",", ":"), ensure_ascii=False)
-        return flask.Response(body, 200, mimetype="application/json")
+    def body(self) -> bytes:
+        """The JSON answer, serialized here: the hot path of every webhook call."""
+        return json.dumps({"status": self.status, **self.details}, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Ingestor:
@@ -56,6 +59,7 @@ class Ingestor:
         self.group = GroupCommit(client, settings.redis_min_replicas, settings.redis_wait_timeout_ms)
         self.lids = LidResolver(client, self.scripts, settings)  # @lid -> phone chat, when known (no WAHA call)
         self._known_sessions: dict[str, float] = {}  # session -> when this process last added it
+        self._async_groups: dict[int, AsyncGroupCommit] = {}  # id(async client) -> its group commit
 
     def ingest(self, event: WahaEvent) -> Outcome:
         if isinstance(event, Ignored):
@@ -68,13 +72,32 @@ class Ingestor:
                 return self._ack(self.lids.resolve(event))
             return self._session_status(event)
 
+    async def ingest_async(self, event: WahaEvent, client: redis.asyncio.Redis) -> Outcome:
+        """``ingest`` for an event loop: a message or an ack on a plain Redis goes through ``client``'s group
+        commit; the rare rest (session status, @lid chats, a reply typed on the phone, a Redis Cluster, the
+        minute's SADD) runs the blocking path in a thread, so the loop never waits on a blocking call."""
+        fast = isinstance(event, Message | Ack) and not is_lid(event.chat_id) and not is_cluster(self.redis)
+        if not fast or (isinstance(event, Message) and event.typed_on_phone) or self._session_due(event.session):
+            return await asyncio.to_thread(self.ingest, event)
+        group = self._async_groups.get(id(client))
+        if group is None:
+            group = AsyncGroupCommit(client, self.settings.redis_min_replicas, self.settings.redis_wait_timeout_ms)
+            self._async_groups = {id(client): group}
+        with redis_errors():
+            if isinstance(event, Message):
+                now = now_ms()
+                return self._message_outcome(event, await group.call(*self._message_write(event, now)), now)
+            return self._ack_outcome(await group.call(*self._ack_write(event)))
+
+    def _session_due(self, session: str) -> bool:
+        return time.monotonic() - self._known_sessions.get(session, -SESSIONS_REFRESH_S) >= SESSIONS_REFRESH_S
+
     def _remember_session(self, session: str) -> None:
         """The tick sweeps every known session; cached so it costs one SADD per process and session a minute
         (repeated, so an add lost with a failed-over master comes back)."""
-        now = time.monotonic()
-        if now - self._known_sessions.get(session, -SESSIONS_REFRESH_S) >= SESSIONS_REFRESH_S:
+        if self._session_due(session):
             self.redis.sadd(keys.SESSIONS, session)
-            self._known_sessions[session] = now
+            self._known_sessions[session] = time.monotonic()
 
     def _write(self, script: Script, key_names: list, args: list, grouped: bool = False) -> Any:
         """Run one of the webhook's scripts; with ``WSM_REDIS_MIN_REPLICAS`` only once replicas confirm it.
@@ -90,13 +113,18 @@ class Ingestor:
         return script(keys=key_names, args=args)
 
     def _message(self, msg: Message) -> Outcome:
+        now = now_ms()
+        result = self._write(*self._message_write(msg, now), grouped=True)
+        return self._message_outcome(msg, result, now)
+
+    def _message_write(self, msg: Message, now: int) -> tuple[Script, list, list]:
+        """ingest_message.lua's keys and arguments: dedupe, history, inbox, queue admission and doorbell at once."""
         sk = keys.SessionKeys(msg.session)
         ck = sk.chat(msg.chat_id)
         s = self.settings
-        now = now_ms()
         stored_id, body = record_codec.encode_pair({**msg.record, "received_ms": now}, msg.chat_id)
         channel, publish = doorbell(self.redis, msg.session)
-        result = self._write(
+        return (
             self.scripts.ingest_message,
             [
                 sk.seen(msg.message_id), ck.history, ck.seen, ck.inbox, ck.state, sk.ready,
@@ -109,15 +137,16 @@ class Ingestor:
                 ChatStatus.ACTIVE, ChatStatus.WAITING, ChatStatus.HANDOFF, EndReason.HANDOFF,
                 s.dedupe_window, s.dedupe_max, publish, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE,
             ],
-            grouped=True,
         )  # fmt: skip
+
+    def _message_outcome(self, msg: Message, result: Any, now: int) -> Outcome:
         verdict = result[0]
         if verdict == "duplicate":
             return Outcome("duplicate", {"id": msg.message_id})
         if verdict == "stored_out":
             if msg.typed_on_phone:  # the bot's own sends are counted when WAHA accepts them (wsm.delivery.outbox)
                 metrics.message("out", "phone")
-                self._phone_took_over(sk, msg.chat_id, now)
+                self._phone_took_over(keys.SessionKeys(msg.session), msg.chat_id, now)
             return Outcome("accepted", {"id": msg.message_id, "direction": "out"})
         metrics.message("in", "customer")  # the console's event was added by the script
         details: dict[str, Any] = {"id": msg.message_id, "direction": "in", "chat_status": result[1]}
@@ -135,11 +164,13 @@ class Ingestor:
         )  # fmt: skip
 
     def _ack(self, ack: Ack) -> Outcome:
-        sk = keys.SessionKeys(ack.session)
-        ck = sk.chat(ack.chat_id)
-        result = self._write(
+        return self._ack_outcome(self._write(*self._ack_write(ack)))
+
+    def _ack_write(self, ack: Ack) -> tuple[Script, list, list]:
+        ck = keys.SessionKeys(ack.session).chat(ack.chat_id)
+        return (
             self.scripts.apply_ack,
-            [ck.history, sk.early_ack(ack.message_id), ck.seen],
+            [ck.history, keys.SessionKeys(ack.session).early_ack(ack.message_id), ck.seen],
             [
                 record_codec.compact_id(ack.message_id, ack.chat_id),
                 ack.ack,
@@ -150,6 +181,8 @@ class Ingestor:
                 ack.error,
             ],
         )
+
+    def _ack_outcome(self, result: Any) -> Outcome:
         return Outcome("updated" if result == "updated" else "ignored", {"ack": result})
 
     def _session_status(self, ev: SessionStatus) -> Outcome:
