@@ -11,7 +11,6 @@ nothing outlives a killed ``make local``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -22,11 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from wsm.core.parent_death import signal_on_parent_death
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
@@ -36,12 +34,12 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
     gone. ``None`` off Linux. Note the "parent" is the *thread* that forks: start children from threads
     that live as long as the children should (the main thread, or the supervisor's watchers).
     """
-    if _prctl is None:
+    if sys.platform != "linux":
         return None
     parent = os.getpid()
 
     def preexec() -> None:
-        if _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 or os.getppid() != parent:
+        if not signal_on_parent_death(sig) or os.getppid() != parent:
             os._exit(1)
 
     return preexec
