@@ -1,7 +1,9 @@
 """(a) Ingest: the webhook function against a bare Functions Framework function and the seed-style view.
 
-The three serve with 2 worker processes x 8 threads (the Functions Framework's WORKERS/THREADS; gunicorn's
-``--workers``/``--threads`` for the seed's Django view, bench/seed/app.py) and take the same wrk load
+The three serve with 2 worker processes (the Functions Framework's WORKERS; gunicorn's ``--workers`` for the
+seed's Django view, bench/seed/app.py): the bare function and the seed with 8 threads each, the webhook as an
+ASGI function (one event loop per process; the bare function is the Functions Framework's default, Flask).
+They take the same wrk load
 (``-t2``, signed ~900-byte WAHA ``message`` bodies, HMAC checked by both writers, never the same payload id
 twice, many chats), in turn — bare, seed, webhook, bare, seed, webhook — so drifting machine load hits all;
 figures are medians. The webhook and the seed write to the same redis-server (AOF ``appendfsync always``, as

@@ -31,7 +31,7 @@ def cloud_post(client: Any, body: dict[str, Any] | bytes, secret: str = APP_SECR
     headers = {"Content-Type": "application/json"}
     if secret:
         headers["X-Hub-Signature-256"] = meta_signature(raw, secret)
-    return client.post(path, data=raw, headers=headers)
+    return client.post(path, content=raw, headers=headers)
 
 
 def cloud_text(chat: str, text: str, phone_number_id: str = PHONE_NUMBER_ID) -> tuple[str, dict[str, Any]]:
@@ -74,4 +74,4 @@ def evolution_text(chat: str, text: str, from_me: bool = False, source: str = "a
 
 def evolution_post(client: Any, body: dict[str, Any] | bytes, path: str = "/evolution") -> Any:
     raw = body if isinstance(body, bytes) else encode(body)
-    return client.post(path, data=raw, headers={"Content-Type": "application/json"})
+    return client.post(path, content=raw, headers={"Content-Type": "application/json"})

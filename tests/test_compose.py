@@ -245,10 +245,10 @@ def test_function_service_builds_its_own_function(function: str) -> None:
     assert REPO / build["dockerfile"] == FUNCTION_DOCKERFILE
     assert build["args"] == {"FUNCTION": function}
     tree = ast.parse((REPO / "functions" / function / "main.py").read_text())
-    entry = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function]
+    entry = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function]
     assert entry, f"functions/{function}/main.py defines no function named {function!r} (the --target)"
     decorators = {ast.unparse(d) for d in entry[0].decorator_list}
-    assert decorators & {"functions_framework.http", "functions_framework.cloud_event"}
+    assert decorators & {"functions_framework.http", "functions_framework.cloud_event", "functions_framework.aio.http"}
 
 
 def test_function_image_holds_what_a_bundle_holds() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 import redis
-from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.redis_server import RedisServer
 from infra.waha_sim import payloads as wp
+from tests.webhook_app import webhook_app
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
 
@@ -25,11 +26,11 @@ def acknowledge_then_crash(server: RedisServer, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("REDIS_URL", server.url)
     monkeypatch.delenv("WEBHOOK_HMAC_KEY", raising=False)
     get_settings.cache_clear()
-    client = create_app("webhook", "functions/webhook/main.py").test_client()
-    for i in range(count):
-        body = wp.message_event(ALICE, f"mensagem {i}")
-        res = client.post("/", data=wp.encode(body), content_type="application/json")
-        assert res.status_code == 200 and res.json["status"] == "accepted"
+    with TestClient(webhook_app()) as client:
+        for i in range(count):
+            body = wp.message_event(ALICE, f"mensagem {i}")
+            res = client.post("/", content=wp.encode(body), headers={"Content-Type": "application/json"})
+            assert res.status_code == 200 and res.json()["status"] == "accepted"
     server.kill()
     server.start()
     survivors = read_history(redis.Redis.from_url(server.url, decode_responses=True), "default", ALICE)

@@ -18,6 +18,7 @@ from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from tests.conftest import snapshot
 from tests.metrics_helpers import AUTH, TOKEN, parse, total, value
+from tests.webhook_app import webhook_client
 from wsm.core.settings import get_settings
 from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.store import keys
@@ -27,26 +28,26 @@ SK = keys.SessionKeys("default")
 
 
 @pytest.fixture
-def webhook(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def webhook(redis_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
     monkeypatch.delenv("WEBHOOK_HMAC_KEY", raising=False)
     monkeypatch.setenv("WSM_METRICS_TOKEN", TOKEN)
     monkeypatch.setenv("WSM_MAX_ACTIVE", "1")
     get_settings.cache_clear()
-    yield create_app("webhook", "functions/webhook/main.py").test_client()
+    yield webhook_client(request)
     get_settings.cache_clear()
 
 
 def say(client: Any, chat: str, text: str) -> Any:
     body = wp.message_event(chat, text)
     raw = wp.encode(body)
-    return client.post("/", data=raw, headers=wp.headers(raw, body))
+    return client.post("/", content=raw, headers=wp.headers(raw, body))
 
 
 def scrape(client: Any) -> dict:
     res = client.get("/metrics", headers=AUTH)
-    assert res.status_code == 200, res.data
-    assert res.content_type.startswith("text/plain")
-    return parse(res.get_data(as_text=True))
+    assert res.status_code == 200, res.content
+    assert res.headers["Content-Type"].startswith("text/plain")
+    return parse(res.text)
 
 
 # --- refused ------------------------------------------------------------------------------------
@@ -63,17 +64,19 @@ def test_metrics_are_refused_without_the_token_and_change_nothing(webhook: Any, 
     res = webhook.get("/metrics", headers=headers)
     assert res.status_code == 401
     assert res.headers["WWW-Authenticate"] == "Bearer"
-    assert "WSM_METRICS_TOKEN" in res.json["error"] and "wsm_" not in res.get_data(as_text=True)
+    assert "WSM_METRICS_TOKEN" in res.json()["error"] and "wsm_" not in res.text
     assert snapshot(r) == before
 
 
-def test_metrics_are_off_without_a_configured_token(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_are_off_without_a_configured_token(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     monkeypatch.delenv("WSM_METRICS_TOKEN", raising=False)
     get_settings.cache_clear()
-    client = create_app("webhook", "functions/webhook/main.py").test_client()
+    client = webhook_client(request)
     for headers in ({}, {"Authorization": "Bearer "}, AUTH):
         res = client.get("/metrics", headers=headers)
-        assert res.status_code == 403 and "set WSM_METRICS_TOKEN" in res.json["error"]
+        assert res.status_code == 403 and "set WSM_METRICS_TOKEN" in res.json()["error"]
 
 
 def test_metrics_answer_only_get(webhook: Any) -> None:
@@ -92,12 +95,12 @@ def test_gauges_follow_redis_and_counters_follow_the_webhook(webhook: Any, r: re
 
     for chat in (A, B, C):
         assert say(webhook, chat, "oi").status_code == 200
-    assert say(webhook, A, "oi").json["status"] == "accepted"
+    assert say(webhook, A, "oi").json()["status"] == "accepted"
     body = wp.message_event(B, "de novo")
     raw = wp.encode(body)
-    webhook.post("/", data=raw, headers=wp.headers(raw, body))
-    assert webhook.post("/", data=raw, headers=wp.headers(raw, body)).json["status"] == "duplicate"
-    assert webhook.post("/", data=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+    webhook.post("/", content=raw, headers=wp.headers(raw, body))
+    assert webhook.post("/", content=raw, headers=wp.headers(raw, body)).json()["status"] == "duplicate"
+    assert webhook.post("/", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
     write_dead_letter(r, SEND, "HTTP 400 bad chat", 100, session="default", chat=A, reply_id="x")
 
     now = scrape(webhook)
@@ -121,7 +124,7 @@ def test_gauges_follow_redis_and_counters_follow_the_webhook(webhook: Any, r: re
 def test_session_status_is_counted_by_state_without_naming_the_session(webhook: Any) -> None:
     body = wp.session_status_event("STOPPED", session="5511999990000")
     raw = wp.encode(body)
-    assert webhook.post("/", data=raw, headers=wp.headers(raw, body)).status_code == 200
+    assert webhook.post("/", content=raw, headers=wp.headers(raw, body)).status_code == 200
     now = scrape(webhook)
     assert value(now, "wsm_waha_sessions", status="STOPPED") == 1
     assert not any("5511999990000" in v for (_, labels) in now for _, v in labels)
@@ -132,7 +135,7 @@ def test_redis_down_at_scrape_time_still_serves_the_counters(webhook: Any, monke
     get_settings.cache_clear()
     res = webhook.get("/metrics", headers=AUTH)
     assert res.status_code == 200
-    samples = parse(res.get_data(as_text=True))
+    samples = parse(res.text)
     assert value(samples, "wsm_redis_up") == 0 and ("wsm_queue_length", frozenset({("queue", "bot")})) not in samples
 
 
@@ -157,7 +160,7 @@ def test_human_queue_and_operators_are_read_when_their_keys_exist(
 def test_no_label_holds_a_phone_number(webhook: Any) -> None:
     for chat in (A, B):
         say(webhook, chat, "oi 11 98888-7777")
-    text = webhook.get("/metrics", headers=AUTH).get_data(as_text=True)
+    text = webhook.get("/metrics", headers=AUTH).text
     labels = re.findall(r'="([^"]*)"', text)
     assert labels and not [v for v in labels if re.search(r"\d{6,}|@", v)]
 

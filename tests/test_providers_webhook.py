@@ -1,6 +1,6 @@
-"""The Cloud API and Evolution webhooks in-process (Functions Framework test client) against the private Redis:
-Meta's verification handshake, signatures, batching, duplicates, out-of-order statuses, message types,
-malformed bodies (refused, nothing changed) — and WAHA, untouched, beside them."""
+"""The Cloud API and Evolution webhooks in-process (the webhook's ASGI app behind Starlette's TestClient) against
+the private Redis: Meta's verification handshake, signatures, batching, duplicates, out-of-order statuses,
+message types, malformed bodies (refused, nothing changed) — and WAHA, untouched, beside them."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 import redis
 import schemathesis
-from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.dialects import PHONE_NUMBER_ID
 from tests import provider_helpers as ph
 from tests.conftest import snapshot
+from tests.webhook_app import webhook_client
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
 from wsm.store import keys, record_codec
 
-SOURCE = "functions/webhook/main.py"
 REPO = Path(__file__).resolve().parent.parent
 ALICE = "5511988887777@c.us"
 ALICE_EVO = "5511988887777@s.whatsapp.net"
@@ -30,7 +30,7 @@ SK = keys.SessionKeys("default")
 
 
 @pytest.fixture
-def client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def client(redis_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     for name, value in {
         "META_APP_SECRET": ph.APP_SECRET,
         "META_VERIFY_TOKEN": ph.VERIFY_TOKEN,
@@ -41,7 +41,7 @@ def client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("WEBHOOK_HMAC_KEY", raising=False)
     monkeypatch.delenv("WSM_PROVIDER", raising=False)
     get_settings.cache_clear()
-    yield create_app("webhook", SOURCE).test_client()
+    yield webhook_client(request)
     get_settings.cache_clear()
 
 
@@ -54,10 +54,10 @@ def history(r: redis.Redis, chat: str = ALICE, session: str = "default") -> list
 
 def test_meta_verification_echoes_the_challenge_as_plain_text(client: Any) -> None:
     query = {"hub.mode": "subscribe", "hub.verify_token": ph.VERIFY_TOKEN, "hub.challenge": "1158201444"}
-    res = client.get("/cloud", query_string=query)
+    res = client.get("/cloud", params=query)
     assert res.status_code == 200
-    assert res.data == b"1158201444"
-    assert res.mimetype == "text/plain"
+    assert res.content == b"1158201444"
+    assert res.headers["Content-Type"].partition(";")[0] == "text/plain"
 
 
 @pytest.mark.parametrize(
@@ -70,15 +70,15 @@ def test_meta_verification_echoes_the_challenge_as_plain_text(client: Any) -> No
     ],
 )
 def test_meta_verification_with_a_wrong_token_or_mode_is_403(client: Any, query: dict[str, str]) -> None:
-    res = client.get("/cloud", query_string=query)
+    res = client.get("/cloud", params=query)
     assert res.status_code == 403
-    assert b"1" not in res.data
+    assert b"1" not in res.content
 
 
 def test_without_a_verify_token_configured_no_handshake_succeeds(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("META_VERIFY_TOKEN", "")
     get_settings.cache_clear()
-    res = client.get("/cloud", query_string={"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
+    res = client.get("/cloud", params={"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
     assert res.status_code == 403
 
 
@@ -91,7 +91,7 @@ def test_unsigned_or_wrongly_signed_post_is_401_and_changes_nothing(client: Any,
     before = snapshot(r)
     res = ph.cloud_post(client, body, secret=secret)
     assert res.status_code == 401
-    assert "X-Hub-Signature-256" in res.json["error"]
+    assert "X-Hub-Signature-256" in res.json()["error"]
     assert snapshot(r) == before
 
 
@@ -100,7 +100,7 @@ def test_a_signature_over_other_bytes_is_refused(client: Any, r: redis.Redis) ->
     raw = ph.encode(body)
     res = client.post(
         "/cloud",
-        data=raw + b" ",
+        content=raw + b" ",
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": ph.meta_signature(raw)},
     )
     assert res.status_code == 401
@@ -114,7 +114,7 @@ def test_a_signed_text_is_stored_once_under_the_person_and_queued(client: Any, r
     wamid, body = ph.cloud_text(ALICE, "Oi, quero marcar")
     res = ph.cloud_post(client, body)
     assert res.status_code == 200
-    assert res.json["events"] == [{"status": "accepted", "id": wamid, "direction": "in", "chat_status": "active"}]
+    assert res.json()["events"] == [{"status": "accepted", "id": wamid, "direction": "in", "chat_status": "active"}]
     [stored] = history(r)
     assert (stored["id"], stored["text"], stored["direction"]) == (wamid, "Oi, quero marcar", "in")
     assert r.zscore(SK.active, ALICE) is not None
@@ -123,17 +123,17 @@ def test_a_signed_text_is_stored_once_under_the_person_and_queued(client: Any, r
 
 def test_meta_retrying_the_same_body_days_later_is_a_duplicate(client: Any, r: redis.Redis) -> None:
     _, body = ph.cloud_text(ALICE, "oi")
-    assert ph.cloud_post(client, body).json["events"][0]["status"] == "accepted"
+    assert ph.cloud_post(client, body).json()["events"][0]["status"] == "accepted"
     again = ph.cloud_post(client, body)
     assert again.status_code == 200
-    assert again.json["events"][0]["status"] == "duplicate"
+    assert again.json()["events"][0]["status"] == "duplicate"
     assert len(history(r)) == 1 and r.llen(SK.chat(ALICE).inbox) == 1
     # Meta retries for up to 7 days. Within the dedupe window the chat's history answers (kept for months);
     # past it, the chat's seen list, kept META_DEDUPE_TTL_S (14 days by default) after its last id
     assert r.ttl(SK.chat(ALICE).history) > 7 * 86400
     for i in range(60):
         ph.cloud_post(client, ph.cloud_text(ALICE, f"m{i}")[1])
-    assert ph.cloud_post(client, body).json["events"][0]["status"] == "duplicate"
+    assert ph.cloud_post(client, body).json()["events"][0]["status"] == "duplicate"
     assert r.ttl(SK.chat(ALICE).seen) > 7 * 86400
 
 
@@ -156,7 +156,7 @@ def test_a_batched_body_stores_every_message_and_status_of_every_entry(client: A
     ][0]["value"]["statuses"]
     res = ph.cloud_post(client, body)
     assert res.status_code == 200
-    assert [e["status"] for e in res.json["events"]] == ["accepted", "accepted", "accepted", "ignored"]
+    assert [e["status"] for e in res.json()["events"]] == ["accepted", "accepted", "accepted", "ignored"]
     assert [m["text"] for m in history(r)] == ["um", "três"]
     assert [m["text"] for m in history(r, bob)] == ["dois"]
     assert r.exists(SK.early_ack("wamid.ours"))  # a status for a message not stored yet waits for it
@@ -192,7 +192,7 @@ def test_a_message_to_another_phone_number_is_ignored(client: Any, r: redis.Redi
     _, body = ph.cloud_text(ALICE, "oi", phone_number_id="999999")
     res = ph.cloud_post(client, body)
     assert res.status_code == 200
-    assert res.json["events"][0]["status"] == "ignored"
+    assert res.json()["events"][0]["status"] == "ignored"
     assert history(r) == []
 
 
@@ -243,7 +243,9 @@ def test_waha_acks_keep_their_own_rule_error_always_applies(r: redis.Redis, clie
     _our_message(r, f"true_{ALICE}_Y")
     for ack in (2, -1):
         res = client.post(
-            "/", data=wp.encode(wp.ack_event(f"true_{ALICE}_Y", ack, ALICE)), content_type="application/json"
+            "/",
+            content=wp.encode(wp.ack_event(f"true_{ALICE}_Y", ack, ALICE)),
+            headers={"Content-Type": "application/json"},
         )
         assert res.status_code == 200
     assert _status_of(r, f"true_{ALICE}_Y")["status"] == "ERROR"
@@ -275,7 +277,7 @@ def test_malformed_cloud_bodies_are_400_and_change_nothing(client: Any, r: redis
     before = snapshot(r)
     res = ph.cloud_post(client, body if isinstance(body, bytes) else ph.encode(body))
     assert res.status_code == 400
-    assert res.json["error"]
+    assert res.json()["error"]
     assert snapshot(r) == before
 
 
@@ -296,7 +298,7 @@ def test_redis_down_answers_503_so_meta_retries(client: Any, monkeypatch: pytest
 
 
 def test_cloud_only_answers_get_and_post(client: Any) -> None:
-    res = client.put("/cloud", data=b"{}", headers={"Content-Type": "application/json"})
+    res = client.put("/cloud", content=b"{}", headers={"Content-Type": "application/json"})
     assert res.status_code == 405
 
 
@@ -307,10 +309,10 @@ def test_evolution_upsert_is_stored_and_queued(client: Any, r: redis.Redis) -> N
     body = ph.evolution_text(ALICE, "Olá")
     res = ph.evolution_post(client, body)
     assert res.status_code == 200
-    assert res.json["events"][0]["status"] == "accepted"
+    assert res.json()["events"][0]["status"] == "accepted"
     [stored] = history(r, ALICE_EVO)
     assert stored["text"] == "Olá" and stored["push_name"] == "Pessoa"
-    assert ph.evolution_post(client, body).json["events"][0]["status"] == "duplicate"
+    assert ph.evolution_post(client, body).json()["events"][0]["status"] == "duplicate"
 
 
 def test_evolution_extended_text_is_read(client: Any, r: redis.Redis) -> None:
@@ -333,7 +335,8 @@ def test_evolution_status_update_and_connection_update(client: Any, r: redis.Red
     r.rpush(SK.chat(ALICE_EVO).history, *record_codec.encode_pair(record, ALICE_EVO))
     update = {"keyId": "3EB0OURS", "remoteJid": ALICE_EVO, "fromMe": True, "status": "READ"}
     assert (
-        ph.evolution_post(client, ph.evolution_body("messages.update", update)).json["events"][0]["status"] == "updated"
+        ph.evolution_post(client, ph.evolution_body("messages.update", update)).json()["events"][0]["status"]
+        == "updated"
     )
     [ours] = [m for m in read_history(r, "default", ALICE_EVO) if m["id"] == "3EB0OURS"]
     assert ours["status"] == "READ"
@@ -345,7 +348,7 @@ def test_evolution_status_update_and_connection_update(client: Any, r: redis.Red
 def test_evolution_message_typed_on_the_phone_hands_the_chat_to_a_human(client: Any, r: redis.Redis) -> None:
     ph.evolution_post(client, ph.evolution_text(ALICE, "oi"))
     res = ph.evolution_post(client, ph.evolution_text(ALICE, "deixa comigo", from_me=True, source="android"))
-    assert res.json["events"][0] == {"status": "accepted", "id": res.json["events"][0]["id"], "direction": "out"}
+    assert res.json()["events"][0] == {"status": "accepted", "id": res.json()["events"][0]["id"], "direction": "out"}
     assert r.hget(SK.chat(ALICE_EVO).state, "status") == "handoff"
 
 
@@ -373,8 +376,8 @@ def test_malformed_evolution_bodies_are_400_and_change_nothing(client: Any, r: r
 def test_waha_stays_on_the_plain_path_and_on_waha(client: Any, r: redis.Redis) -> None:
     for path in ("/", "/waha"):
         body = wp.message_event(ALICE, f"via {path}")
-        res = client.post(path, data=wp.encode(body), headers=wp.headers(wp.encode(body), body))
-        assert res.status_code == 200 and res.json["status"] == "accepted"
+        res = client.post(path, content=wp.encode(body), headers=wp.headers(wp.encode(body), body))
+        assert res.status_code == 200 and res.json()["status"] == "accepted"
     assert [m["text"] for m in history(r)] == ["via /", "via /waha"]
 
 
@@ -382,7 +385,7 @@ def test_wsm_provider_cloud_makes_the_plain_path_the_cloud_api(client: Any, monk
     monkeypatch.setenv("WSM_PROVIDER", "cloud")
     get_settings.cache_clear()
     query = {"hub.mode": "subscribe", "hub.verify_token": ph.VERIFY_TOKEN, "hub.challenge": "42"}
-    assert client.get("/", query_string=query).data == b"42"
+    assert client.get("/", params=query).content == b"42"
     assert ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1], path="/").status_code == 200
 
 
@@ -399,7 +402,7 @@ def test_a_waha_deployment_does_not_serve_the_other_providers_paths(
     body = ph.cloud_text(ALICE, "oi")[1] if path == "/cloud" else ph.evolution_text(ALICE, "oi", apikey="")
     res = ph.cloud_post(client, body, secret="") if path == "/cloud" else ph.evolution_post(client, body)
     assert res.status_code == 404
-    assert "WSM_PROVIDER" in res.json["error"]
+    assert "WSM_PROVIDER" in res.json()["error"]
     assert snapshot(r) == before
 
 
@@ -410,7 +413,7 @@ def test_a_cloud_deployment_without_wahas_key_does_not_serve_the_waha_path(
     get_settings.cache_clear()
     before = snapshot(r)
     body = wp.message_event(ALICE, "oi")
-    res = client.post("/waha", data=wp.encode(body), headers=wp.headers(wp.encode(body), body))
+    res = client.post("/waha", content=wp.encode(body), headers=wp.headers(wp.encode(body), body))
     assert res.status_code == 404
     assert snapshot(r) == before
 
@@ -423,7 +426,7 @@ def test_a_session_of_the_sessions_file_makes_its_provider_served(
     monkeypatch.setenv("EVOLUTION_API_KEY", "")
     get_settings.cache_clear()
     res = ph.evolution_post(client, ph.evolution_text(ALICE, "oi", instance="norte", apikey=""))
-    assert res.status_code == 200 and res.json["events"][0]["status"] == "accepted"
+    assert res.status_code == 200 and res.json()["events"][0]["status"] == "accepted"
     assert [m["text"] for m in history(r, ALICE_EVO, "norte")] == ["oi"]
 
 
@@ -435,8 +438,8 @@ def test_every_documented_provider_answer_is_what_the_app_says(client: Any, monk
     schema = schemathesis.openapi.from_path(str(REPO / "docs" / "openapi-providers.yaml"))
     good = {"hub.mode": "subscribe", "hub.verify_token": ph.VERIFY_TOKEN, "hub.challenge": "7"}
     answers = [
-        ("/cloud", "GET", client.get("/cloud", query_string=good), 200),
-        ("/cloud", "GET", client.get("/cloud", query_string={"hub.mode": "subscribe"}), 403),
+        ("/cloud", "GET", client.get("/cloud", params=good), 200),
+        ("/cloud", "GET", client.get("/cloud", params={"hub.mode": "subscribe"}), 403),
         ("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 200),
         ("/cloud", "POST", ph.cloud_post(client, b"{"), 400),
         ("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1], secret="x"), 401),
@@ -449,7 +452,7 @@ def test_every_documented_provider_answer_is_what_the_app_says(client: Any, monk
     for name in ("META_APP_SECRET", "EVOLUTION_API_KEY"):
         monkeypatch.setenv(name, "")
     get_settings.cache_clear()
-    answers.append(("/cloud", "GET", client.get("/cloud", query_string=good), 404))
+    answers.append(("/cloud", "GET", client.get("/cloud", params=good), 404))
     answers.append(("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 404))
     answers.append(("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi")), 404))
     monkeypatch.setenv("META_APP_SECRET", ph.APP_SECRET)
@@ -459,5 +462,5 @@ def test_every_documented_provider_answer_is_what_the_app_says(client: Any, monk
     answers.append(("/cloud", "POST", ph.cloud_post(client, ph.cloud_text(ALICE, "oi")[1]), 503))
     answers.append(("/evolution", "POST", ph.evolution_post(client, ph.evolution_text(ALICE, "oi")), 503))
     for path, method, res, expected in answers:
-        assert res.status_code == expected, (path, method, res.get_data()[:200])
+        assert res.status_code == expected, (path, method, res.content[:200])
         schema[path][method].validate_response(res)

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 import redis
-from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.redis_server import RedisServer
 from infra.waha_sim import payloads as wp
+from tests.webhook_app import webhook_client
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
 from wsm.store.group_commit import GroupCommit
 from wsm.store.replication import NotReplicated
 
-SOURCE = "functions/webhook/main.py"
 ALICE = "5511988887777@c.us"
 
 
@@ -48,25 +48,31 @@ def pair() -> Iterator[tuple[RedisServer, RedisServer]]:
 WAIT_TIMEOUT_MS = 2000
 
 
-def webhook(monkeypatch: pytest.MonkeyPatch, url: str, replicas: str, wait_timeout_ms: int = WAIT_TIMEOUT_MS) -> Any:
+def webhook(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    replicas: str,
+    wait_timeout_ms: int = WAIT_TIMEOUT_MS,
+) -> TestClient:
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.delenv("WEBHOOK_HMAC_KEY", raising=False)
     monkeypatch.setenv("WSM_REDIS_MIN_REPLICAS", replicas)
     monkeypatch.setenv("WSM_REDIS_WAIT_TIMEOUT_MS", str(wait_timeout_ms))
     get_settings.cache_clear()
-    return create_app("webhook", SOURCE).test_client()
+    return webhook_client(request)
 
 
 def post(client: Any, body: dict) -> Any:
     raw = wp.encode(body)
-    return client.post("/", data=raw, headers=wp.headers(raw, body, ""))
+    return client.post("/", content=raw, headers=wp.headers(raw, body, ""))
 
 
-def test_acknowledged_only_once_the_replica_has_it(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_acknowledged_only_once_the_replica_has_it(pair, monkeypatch: pytest.MonkeyPatch, request) -> None:
     master, replica = pair
-    client = webhook(monkeypatch, master.url, "1")
+    client = webhook(request, monkeypatch, master.url, "1")
     res = post(client, wp.message_event(ALICE, "oi"))
-    assert res.status_code == 200, res.get_json()
+    assert res.status_code == 200, res.json()
     on_replica = redis.Redis(port=replica.port, decode_responses=True)
     assert [m["text"] for m in read_history(on_replica, "default", ALICE)] == ["oi"]  # already there at the 200
 
@@ -76,20 +82,22 @@ def test_acknowledged_only_once_the_replica_has_it(pair, monkeypatch: pytest.Mon
     assert res.status_code == 503 and res.headers["Retry-After"]  # WAHA retries
     # WAHA's retry reaches another instance (its own connection): the first try is stored on the master,
     # yet still on no replica, so no 200 either
-    other_instance = webhook(monkeypatch, f"redis://localhost:{master.port}/0", "1")
+    other_instance = webhook(request, monkeypatch, f"redis://localhost:{master.port}/0", "1")
     assert post(other_instance, body).status_code == 503
     os.kill(replica.pid, signal.SIGCONT)
     retry = post(client, body)  # the write itself was kept: the retry finds it
-    assert retry.status_code == 200 and retry.get_json()["status"] == "duplicate"
+    assert retry.status_code == 200 and retry.json()["status"] == "duplicate"
     history = read_history(redis.Redis(port=master.port, decode_responses=True), "default", ALICE)
     assert [m["text"] for m in history] == ["oi", "tudo bem?"]
 
 
-def test_a_master_without_replicas_cannot_acknowledge(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    refused = post(webhook(monkeypatch, redis_url, "1", wait_timeout_ms=300), wp.message_event(ALICE, "oi"))
+def test_a_master_without_replicas_cannot_acknowledge(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    refused = post(webhook(request, monkeypatch, redis_url, "1", wait_timeout_ms=300), wp.message_event(ALICE, "oi"))
     assert refused.status_code == 503
-    assert "storage unavailable" in refused.get_json()["error"]
-    accepted = post(webhook(monkeypatch, redis_url, "0"), wp.message_event(ALICE, "olá"))
+    assert "storage unavailable" in refused.json()["error"]
+    accepted = post(webhook(request, monkeypatch, redis_url, "0"), wp.message_event(ALICE, "olá"))
     assert accepted.status_code == 200  # the default (0) never waits
 
 

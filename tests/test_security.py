@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 from cloudevents.http import CloudEvent
-from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.local import LocalSystem
 from infra.platform.redis_server import RedisServer, TlsFiles, free_port, supports_tls
@@ -28,6 +28,7 @@ from infra.platform.triggers import NOTIFIER, SUBSCRIPTIONS, WORKER, DeliveryFai
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from tests.conftest import local_config
+from tests.webhook_app import webhook_app, webhook_client
 from wsm.attendance import notifier, worker
 from wsm.conversation.history import read_history
 from wsm.core.errors import WahaError
@@ -36,7 +37,6 @@ from wsm.store import keys
 from wsm.store.connection import get_redis
 from wsm.waha.client import WahaClient
 
-SOURCE = "functions/webhook/main.py"
 HMAC_KEY = "hmac-7f3c9e1a-never-log-me"
 API_KEY = "waha-key-5b2d8c4e-never-log-me"
 REDIS_PASSWORD = "redis-pw-91ac3e77-never-log-me"
@@ -59,7 +59,7 @@ def record_text(record: logging.LogRecord) -> str:
 
 def signed_post(client: Any, body: dict) -> Any:
     raw = wp.encode(body)
-    return client.post("/", data=raw, headers=wp.headers(raw, body, HMAC_KEY))
+    return client.post("/", content=raw, headers=wp.headers(raw, body, HMAC_KEY))
 
 
 # --- the whole platform in-process, every log record at DEBUG -----------------------------------------
@@ -118,13 +118,14 @@ def test_ingest_worker_notifier_and_router_log_no_secret_and_no_full_number(
     sim: WahaSimulator,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     platform_env(monkeypatch, sim.url)
     caplog.set_level(logging.DEBUG)
     triggers = Triggers(
         SUBSCRIPTIONS, [InProcessTarget(WORKER, worker.handle_event), InProcessTarget(NOTIFIER, notifier.handle_event)]
     )
-    client = create_app("webhook", SOURCE).test_client()
+    client = webhook_client(request)
     texts = lambda chat: [c.json["text"] for c in sim.sent_texts(chat)]  # noqa: E731
     with Router(Settings.from_env(), triggers, backoff_base_s=0.05, backoff_cap_s=0.2) as router:
         assert router.wait_subscribed(5)
@@ -139,7 +140,9 @@ def test_ingest_worker_notifier_and_router_log_no_secret_and_no_full_number(
         wait(lambda: any(json.loads(e)["chat"] == A for e in r.lrange(keys.DEADLETTER, 0, -1)))
         r.publish(keys.EVENTS_CHANNEL, json.dumps({"type": "bogus", "chat": A}))  # the router must not echo it
         raw = wp.encode(wp.message_event(B, "forged"))
-        forged = client.post("/", data=raw, headers={"Content-Type": "application/json", "X-Webhook-Hmac": "0" * 128})
+        forged = client.post(
+            "/", content=raw, headers={"Content-Type": "application/json", "X-Webhook-Hmac": "0" * 128}
+        )
         assert forged.status_code == 401
         assert signed_post(client, wp.message_event(A, "sair")).status_code == 200
         wait(lambda: any(t.startswith("É a sua vez!") for t in texts(B)))
@@ -261,11 +264,11 @@ def webhook_accepts_through(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.setenv("WEBHOOK_HMAC_KEY", HMAC_KEY)
     get_settings.cache_clear()
-    client = create_app("webhook", SOURCE).test_client()
-    assert client.get("/healthz").json == {"status": "ok", "redis": "ok"}
-    body = wp.message_event(A, "oi pela conexão protegida")
-    res = signed_post(client, body)
-    assert res.status_code == 200 and res.json["status"] == "accepted", res.json
+    with TestClient(webhook_app()) as client:  # closed before the server stops
+        assert client.get("/healthz").json() == {"status": "ok", "redis": "ok"}
+        body = wp.message_event(A, "oi pela conexão protegida")
+        res = signed_post(client, body)
+    assert res.status_code == 200 and res.json()["status"] == "accepted", res.json()
     assert [m["text"] for m in read_history(get_redis(url), "default", A)] == ["oi pela conexão protegida"]
 
 
@@ -280,8 +283,9 @@ def test_redis_with_a_password(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
         wrong = server.url.replace(REDIS_PASSWORD, "not-" + REDIS_PASSWORD)
         monkeypatch.setenv("REDIS_URL", wrong)
         get_settings.cache_clear()
-        res = signed_post(create_app("webhook", SOURCE).test_client(), wp.message_event(A, "senha errada"))
-        assert res.status_code == 503 and res.json == {"error": "storage unavailable, retry later"}
+        with TestClient(webhook_app()) as client:
+            res = signed_post(client, wp.message_event(A, "senha errada"))
+        assert res.status_code == 503 and res.json() == {"error": "storage unavailable, retry later"}
         assert [record_text(rec) for rec in caplog.records if leaks(record_text(rec), phones=False)] == []
         with pytest.raises(redis.AuthenticationError):
             redis.Redis.from_url(server.url.replace(f":{REDIS_PASSWORD}@", "")).ping()

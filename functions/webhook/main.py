@@ -4,7 +4,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wsm.core.parent_death import die_with_master
 from wsm.ingest.http import handle
+
+die_with_master()  # gunicorn's uvicorn workers do not watch their master: a crashed one must not leave them serving
 
 
 @functions_framework.aio.http

@@ -244,8 +244,9 @@ class LocalSystem:
         out = dict(env)
         out.setdefault("WORKERS", "2")
         # the console: each open page holds a thread for its live stream (at most WSM_CONSOLE_SSE_S, then the
-        # browser reconnects), so 2 x 32 threads serve about 60 open pages at once
-        out.setdefault("THREADS", {"webhook": "8", "console": "32"}.get(name, "24"))
+        # browser reconnects), so 2 x 32 threads serve about 60 open pages at once; the webhook is ASGI (no threads)
+        if name != "webhook":
+            out.setdefault("THREADS", {"console": "32"}.get(name, "24"))
         return out
 
     def _waha_sim(self, env: dict[str, str]) -> ManagedProcess:

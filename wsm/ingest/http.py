@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -38,7 +39,7 @@ async def handle(request: Request) -> Response:
     """Answer one HTTP request to the webhook function."""
     settings = get_settings()
     name = "unknown"  # WAHA's event name, once the body could be read
-    method, path, headers = request.method, request.scope["path"], request.headers
+    method, path, headers = request.method, request.scope["path"], joined(request.headers)
     try:
         if endpoint.is_metrics_path(path):
             answer = await asyncio.to_thread(endpoint.answer, method, headers.get("Authorization"), settings)
@@ -110,6 +111,16 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     if expected is not None and len(raw) < expected:
         raise BadRequest("body shorter than its Content-Length (the client went away?)")
     return raw
+
+
+def joined(headers: Headers) -> Headers:
+    """The headers with a repeated one's values joined by "," (RFC 9110 5.3), as WSGI servers join them: two
+    X-Webhook-Hmac (or X-Webhook-Timestamp, X-Hub-Signature-256) headers make one invalid value, never a choice
+    of the first or the last, whichever a proxy before us checked."""
+    values: dict[str, str] = {}
+    for name, value in headers.items():
+        values[name] = f"{values[name]},{value}" if name in values else value
+    return headers if len(values) == len(headers.raw) else Headers(values)
 
 
 async def healthz(settings: Settings) -> Response:
