@@ -11,9 +11,7 @@ runs in a thread. The request API is described in ``docs/openapi.yaml``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -22,7 +20,7 @@ from starlette.responses import Response
 from wsm.core.errors import BadRequest, RedisUnavailable
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings, get_settings
-from wsm.ingest.ingestor import Ingestor, Outcome
+from wsm.ingest.ingestor import Ingestor, Outcome, json_body
 from wsm.metrics import endpoint, record
 from wsm.providers import inbound
 from wsm.store.connection import get_async_redis, get_redis, redis_errors
@@ -42,8 +40,10 @@ async def handle(request: Request) -> Response:
     method, path, headers = request.method, request.scope["path"], joined(request.headers)
     try:
         if endpoint.is_metrics_path(path):
-            answer = await asyncio.to_thread(endpoint.answer, method, headers.get("Authorization"), settings)
-            return Response(answer[2], answer[0], answer[1])
+            status, out_headers, body = await asyncio.to_thread(
+                endpoint.answer, method, headers.get("Authorization"), settings
+            )
+            return Response(body, status, out_headers)
         if path.rstrip("/").endswith("/healthz"):
             if method != "GET":
                 return _error("method not allowed; /healthz answers GET", 405, {"Allow": "GET"})
@@ -128,8 +128,8 @@ async def healthz(settings: Settings) -> Response:
         with redis_errors():
             await get_async_redis(settings.redis_url).ping()
     except RedisUnavailable:
-        return Response(_json({"status": "unhealthy", "redis": "unreachable"}), 503, media_type=JSON)
-    return Response(_json({"status": "ok", "redis": "ok"}), 200, media_type=JSON)
+        return Response(json_body({"status": "unhealthy", "redis": "unreachable"}), 503, media_type=JSON)
+    return Response(json_body({"status": "ok", "redis": "ok"}), 200, media_type=JSON)
 
 
 def ingestor(settings: Settings) -> Ingestor:
@@ -144,11 +144,7 @@ def ingestor(settings: Settings) -> Ingestor:
 
 
 def _error(text: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json({"error": text}), status, headers, media_type=JSON)
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(json_body({"error": text}), status, headers, media_type=JSON)
 
 
 def _log_outcome(event: object, outcome: Outcome, settings: Settings) -> None:

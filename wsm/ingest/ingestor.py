@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 SESSIONS_REFRESH_S = 60.0  # how often a process adds a session it serves to wsm:sessions again
 
 
+def json_body(data: dict[str, Any]) -> bytes:
+    """A webhook answer's JSON, compact and UTF-8 (every provider's path answers with it)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the webhook tells WAHA: always 200 here, with a status and details."""
@@ -46,7 +51,7 @@ class Outcome:
 
     def body(self) -> bytes:
         """The JSON answer, serialized here: the hot path of every webhook call."""
-        return json.dumps({"status": self.status, **self.details}, separators=(",", ":"), ensure_ascii=False).encode()
+        return json_body({"status": self.status, **self.details})
 
 
 class Ingestor:
@@ -59,7 +64,7 @@ class Ingestor:
         self.group = GroupCommit(client, settings.redis_min_replicas, settings.redis_wait_timeout_ms)
         self.lids = LidResolver(client, self.scripts, settings)  # @lid -> phone chat, when known (no WAHA call)
         self._known_sessions: dict[str, float] = {}  # session -> when this process last added it
-        self._async_groups: dict[int, AsyncGroupCommit] = {}  # id(async client) -> its group commit
+        self._async_group: AsyncGroupCommit | None = None  # on the async client of the process's event loop
 
     def ingest(self, event: WahaEvent) -> Outcome:
         if isinstance(event, Ignored):
@@ -79,10 +84,10 @@ class Ingestor:
         fast = isinstance(event, Message | Ack) and not is_lid(event.chat_id) and not is_cluster(self.redis)
         if not fast or (isinstance(event, Message) and event.typed_on_phone) or self._session_due(event.session):
             return await asyncio.to_thread(self.ingest, event)
-        group = self._async_groups.get(id(client))
-        if group is None:
-            group = AsyncGroupCommit(client, self.settings.redis_min_replicas, self.settings.redis_wait_timeout_ms)
-            self._async_groups = {id(client): group}
+        group = self._async_group
+        if group is None or group.client is not client:
+            s = self.settings
+            group = self._async_group = AsyncGroupCommit(client, s.redis_min_replicas, s.redis_wait_timeout_ms)
         with redis_errors():
             if isinstance(event, Message):
                 now = now_ms()
@@ -167,10 +172,11 @@ class Ingestor:
         return self._ack_outcome(self._write(*self._ack_write(ack)))
 
     def _ack_write(self, ack: Ack) -> tuple[Script, list, list]:
-        ck = keys.SessionKeys(ack.session).chat(ack.chat_id)
+        sk = keys.SessionKeys(ack.session)
+        ck = sk.chat(ack.chat_id)
         return (
             self.scripts.apply_ack,
-            [ck.history, keys.SessionKeys(ack.session).early_ack(ack.message_id), ck.seen],
+            [ck.history, sk.early_ack(ack.message_id), ck.seen],
             [
                 record_codec.compact_id(ack.message_id, ack.chat_id),
                 ack.ack,

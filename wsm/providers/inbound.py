@@ -9,16 +9,14 @@ failure answers 503 and the provider retries the whole body; what was stored is 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from wsm.core.errors import BadRequest, RedisUnavailable
 from wsm.core.sessions import named_sessions
 from wsm.core.settings import Settings
-from wsm.ingest.ingestor import Ingestor, Outcome
+from wsm.ingest.ingestor import Ingestor, Outcome, json_body
 from wsm.metrics import record
 from wsm.providers import cloud, evolution
 from wsm.providers.base import CLOUD, EVOLUTION, WAHA
@@ -91,14 +89,14 @@ def handle(
         log.info("%s webhook refused %s: %s", provider, e.status, e)
         record.webhook_event(name, f"refused_{e.status}")
         extra = {"Allow": "GET, POST" if provider == CLOUD else "POST"} if e.status == 405 else {}
-        return e.status, {**JSON, **extra}, _json({"error": str(e)})
+        return e.status, {**JSON, **extra}, json_body({"error": str(e)})
     except RedisUnavailable as e:
         log.warning("redis unavailable, asking %s to retry: %s", provider, e)
         record.webhook_event(name, "unavailable")
-        return 503, {**JSON, "Retry-After": "2"}, _json({"error": "storage unavailable, retry later"})
+        return 503, {**JSON, "Retry-After": "2"}, json_body({"error": "storage unavailable, retry later"})
     for outcome in outcomes:
         record.webhook_event(name, outcome.status)
-    return 200, dict(JSON), _json({"status": "ok", "events": [{"status": o.status, **o.details} for o in outcomes]})
+    return 200, dict(JSON), json_body({"status": "ok", "events": [{"status": o.status, **o.details} for o in outcomes]})
 
 
 def _allow_post(method: str, message: str) -> None:
@@ -127,7 +125,3 @@ def ingestor(settings: Settings, provider: str) -> Ingestor:
             used = replace(settings, dedupe_ttl_s=settings.meta_dedupe_ttl_s)
         found = _ingestors[key] = (settings, Ingestor(get_redis(used.redis_url), used))
     return found[1]
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
