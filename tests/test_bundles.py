@@ -49,7 +49,7 @@ def test_bundle_holds_main_requirements_the_shared_package_and_its_data(tmp_path
     source = REPO / "functions" / "worker"
     assert (bundle / "main.py").read_bytes() == (source / "main.py").read_bytes()
     assert (bundle / "requirements.txt").read_bytes() == (source / "requirements.txt").read_bytes()
-    assert "handler = cloudevent_handler(worker)" in (bundle / "lambda_handler.py").read_text()
+    assert "handler = cloudevent_handler(on_cloudevent)" in (bundle / "lambda_handler.py").read_text()
     for data in ("store/lua/*.lua", "conversation/flows/*.yaml", "**/*.py"):
         shipped = sorted(str(p.relative_to(bundle)) for p in (bundle / "wsm").glob(data))
         assert shipped == sorted(str(p.relative_to(REPO)) for p in (REPO / "wsm").glob(data))

@@ -1,4 +1,4 @@
-"""The worker and notifier functions as the Functions Framework serves them (its test client, real Redis).
+"""The worker and notifier functions as the Functions Framework serves them (their ASGI app, real Redis).
 
 A malformed event is bad input: answered 200 (acknowledged, so neither the router nor Pub/Sub with
 retries sends it again) and it changes nothing. Redis trouble is not the event's fault: 500, retried.
@@ -15,6 +15,7 @@ import redis
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.redis_server import free_port
 from tests.conftest import snapshot
@@ -27,12 +28,12 @@ FUNCTIONS = ("worker", "notifier")
 
 def app(name: str) -> Any:
     get_settings.cache_clear()
-    return create_app(name, f"functions/{name}/main.py", "cloudevent").test_client()
+    return TestClient(create_app(name, f"functions/{name}/main.py"))
 
 
 def post(client: Any, ce_type: str, data: object) -> Any:
     headers, body = to_binary(CloudEvent({"type": ce_type, "source": "//pubsub.googleapis.com/test"}, data))
-    return client.post("/", headers=headers, data=body)
+    return client.post("/", headers=headers, content=body)
 
 
 def pubsub(raw: bytes) -> dict[str, object]:

@@ -19,6 +19,7 @@ import pytest
 import redis
 from cloudevents.conversion import to_dict
 
+from infra.deploy.bundle import CLOUDEVENT_ENTRY
 from infra.platform.processes import REPO
 from infra.platform.redis_server import free_port
 from infra.platform.router import Router, to_cloudevent
@@ -40,21 +41,21 @@ HMAC_KEY = "lambda-secret"
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def load_function(name: str) -> Callable[..., Any]:
-    """``functions/<name>/main.py``'s function, loaded as the Functions Framework does (a module per file)."""
+def load_function(name: str, attribute: str = "") -> Callable[..., Any]:
+    """``functions/<name>/main.py``'s function (or ``attribute``), loaded as the Functions Framework does."""
     spec = importlib.util.spec_from_file_location(f"lambda_test_{name}_main", REPO / "functions" / name / "main.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, name)
+    return getattr(module, attribute or name)
 
 
 def handlers() -> dict[str, LambdaHandler]:
     """What each bundle's lambda_handler.py builds, by Lambda function name."""
     return {
         "wsm-webhook": http_handler(load_function("webhook")),
-        "wsm-worker": cloudevent_handler(load_function("worker")),
-        "wsm-notifier": cloudevent_handler(load_function("notifier")),
+        "wsm-worker": cloudevent_handler(load_function("worker", CLOUDEVENT_ENTRY)),
+        "wsm-notifier": cloudevent_handler(load_function("notifier", CLOUDEVENT_ENTRY)),
     }
 
 
@@ -186,7 +187,7 @@ def test_an_event_that_is_not_http_is_refused_clearly(env: Settings) -> None:
 def test_direct_invoke_of_a_message_event_runs_the_worker(env: Settings, r: redis.Redis, sim: WahaSimulator) -> None:
     Ingestor(r, env).ingest(parse_event(wp.message_event(A, "oi")))
     wake = to_dict(to_cloudevent(WakeUp(MESSAGE_RECEIVED, "default", A)))  # what the router sends for it
-    answer = cloudevent_handler(load_function("worker"))(wake, None)
+    answer = cloudevent_handler(load_function("worker", CLOUDEVENT_ENTRY))(wake, None)
     assert answer["status"] == "ok"
     assert sim.wait_for(lambda: sim.sent_texts(A), 5), "the worker did not answer the pending message"
     assert r.llen(keys.SessionKeys("default").chat(A).inbox) == 0
@@ -196,14 +197,14 @@ def test_direct_invoke_of_a_tick_runs_the_notifier(env: Settings, r: redis.Redis
     ingestor = Ingestor(r, env)
     ingestor.ingest(parse_event(wp.message_event(A, "oi")))  # takes the only slot
     ingestor.ingest(parse_event(wp.message_event(B, "oi")))  # waits
-    cloudevent_handler(load_function("notifier"))(tick_event(), None)
+    cloudevent_handler(load_function("notifier", CLOUDEVENT_ENTRY))(tick_event(), None)
     assert sim.sent_texts(B)[0].json["text"].startswith("Você é o 1º da fila")
 
 
 def test_a_structured_event_with_data_base64_is_accepted(env: Settings) -> None:
     event = tick_event()
     event["data_base64"] = base64.b64encode(json.dumps(event.pop("data")).encode()).decode()
-    assert cloudevent_handler(load_function("worker"))(event, None)["status"] == "ok"
+    assert cloudevent_handler(load_function("worker", CLOUDEVENT_ENTRY))(event, None)["status"] == "ok"
 
 
 @pytest.mark.parametrize("missing", ["specversion", "type", "source", "id"])
@@ -211,7 +212,7 @@ def test_a_payload_that_is_not_a_cloudevent_is_refused(env: Settings, missing: s
     event = tick_event()
     del event[missing]
     with pytest.raises(BadLambdaEvent, match=missing):
-        cloudevent_handler(load_function("worker"))(event, None)
+        cloudevent_handler(load_function("worker", CLOUDEVENT_ENTRY))(event, None)
 
 
 def test_redis_trouble_propagates_so_lambda_reports_a_function_error(
@@ -220,7 +221,7 @@ def test_redis_trouble_propagates_so_lambda_reports_a_function_error(
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()
     with pytest.raises(RedisUnavailable):
-        cloudevent_handler(load_function("worker"))(tick_event(), None)
+        cloudevent_handler(load_function("worker", CLOUDEVENT_ENTRY))(tick_event(), None)
 
 
 # --- the router's LambdaTarget against Lambda's Invoke API --------------------------------------------
@@ -362,6 +363,7 @@ def test_a_lambda_url_without_a_function_name_is_refused() -> None:
 def test_bundle_lambda_handler_wraps_the_function_of_its_bundle(tmp_path: Path) -> None:
     from infra.deploy.bundle import build_bundle
 
-    for name, adapter in (("webhook", "http_handler"), ("worker", "cloudevent_handler")):
+    bundles = (("webhook", "http_handler", "webhook"), ("worker", "cloudevent_handler", CLOUDEVENT_ENTRY))
+    for name, adapter, entry in bundles:
         text = (build_bundle(name, tmp_path) / "lambda_handler.py").read_text()
-        assert f"from main import {name}\n" in text and f"handler = {adapter}({name})" in text
+        assert f"from main import {entry}\n" in text and f"handler = {adapter}({entry})" in text

@@ -12,6 +12,7 @@ import pytest
 import redis
 import requests
 from functions_framework import create_app
+from starlette.testclient import TestClient
 
 from infra.platform.processes import ManagedProcess, function_process
 from infra.platform.redis_server import free_port
@@ -174,10 +175,10 @@ def test_a_cloudevent_function_also_answers_get_metrics(
 ) -> None:
     monkeypatch.setenv("WSM_METRICS_TOKEN", TOKEN)
     get_settings.cache_clear()
-    client = create_app(name, f"functions/{name}/main.py", "cloudevent").test_client()
+    client = TestClient(create_app(name, f"functions/{name}/main.py"))
     assert client.get("/metrics").status_code == 401
     res = client.get("/metrics", headers=AUTH)
-    assert res.status_code == 200 and "wsm_slots_total" in res.get_data(as_text=True)
+    assert res.status_code == 200 and "wsm_slots_total" in res.text
     tick = client.post(
         "/", json={}, headers={"ce-specversion": "1.0", "ce-type": "wsm.tick", "ce-source": "t", "ce-id": "1"}
     )
@@ -191,7 +192,7 @@ def start(name: str, redis_url: str, **env: str) -> ManagedProcess:
     base = dict(os.environ, REDIS_URL=redis_url, WORKERS="2", THREADS="4", WSM_METRICS_TOKEN=TOKEN, **env)
     base.pop("WEBHOOK_HMAC_KEY", None)
     base.pop("PROMETHEUS_MULTIPROC_DIR", None) if "PROMETHEUS_MULTIPROC_DIR" not in env else None
-    return function_process(name, free_port(), base, signature="cloudevent" if name != "webhook" else None).start()
+    return function_process(name, free_port(), base).start()
 
 
 def test_two_gunicorn_workers_count_together(redis_url: str) -> None:

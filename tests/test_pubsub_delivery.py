@@ -149,7 +149,7 @@ def test_a_function_that_keeps_failing_leaves_the_event_on_the_dead_letter_topic
     topology = Topology.from_path("projects/wsm-local/topics/wsm-failing")
     port = free_port()
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "WORKERS": "1"}
-    worker = function_process(WORKER, port, env, tmp_path / "worker.log", "cloudevent").start()
+    worker = function_process(WORKER, port, env, tmp_path / "worker.log").start()
     target = PubSubTarget(topology.topic_path, timeout_s=10.0)
     try:
         create_topology(topology, {WORKER: f"http://127.0.0.1:{port}/"}, retry_s=(1, 2))

@@ -1,14 +1,23 @@
-"""Notifier function (CloudEvent): tell waiting people their queue position when it improves (throttled)."""
+"""Notifier function (CloudEvents over HTTP, ASGI): tell waiting people their queue position when it improves."""
 
-import functions_framework
+import functions_framework.aio
 from cloudevents.http import CloudEvent
+from starlette.requests import Request
+from starlette.responses import Response
 
+from wsm.attendance.entry import serve
 from wsm.attendance.notifier import handle_event
-from wsm.metrics.endpoint import mount
+from wsm.core.parent_death import die_with_master
 
-mount()  # GET /metrics beside the CloudEvent route (the Functions Framework routes only POST here)
+die_with_master()  # gunicorn's uvicorn workers do not watch their master: a crashed one must not leave them serving
 
 
-@functions_framework.cloud_event
-def notifier(event: CloudEvent) -> None:
+@functions_framework.aio.http
+async def notifier(request: Request) -> Response:
+    """A wake-up from the router or a Pub/Sub push (or GET /metrics)."""
+    return await serve(request, handle_event)
+
+
+def on_cloudevent(event: CloudEvent) -> None:
+    """The same handling for a CloudEvent invoked directly (AWS Lambda's lambda_handler.py)."""
     handle_event(event["type"], event.data)

@@ -37,7 +37,7 @@ class Function:
     """A deployable function: its folder under functions/ and how its Lambda handler adapts events."""
 
     name: str
-    signature: str  # "http" or "cloudevent", as the Functions Framework calls them
+    signature: str  # "http" (public, called by WAHA or a browser) or "cloudevent" (only our events reach it)
 
     @property
     def source(self) -> Path:
@@ -63,15 +63,16 @@ SECRET_WORDS = ("KEY", "SECRET", "PASSWORD", "TOKEN")  # names holding one are m
 LAMBDA_HANDLER = '''\
 """AWS Lambda entry point of the {name} function, written by infra/deploy/bundle.py.
 
-It adapts Lambda events to the Functions Framework function in main.py, so the same code answers.
+It adapts Lambda events to main.py's entry, so the same code answers.
 """
 
-from main import {name}
+from main import {entry}
 from wsm.adapters.aws_lambda import {adapter}
 
-handler = {adapter}({name})
+handler = {adapter}({entry})
 '''
 ADAPTERS = {"http": "http_handler", "cloudevent": "cloudevent_handler"}
+CLOUDEVENT_ENTRY = "on_cloudevent"  # a CloudEvent function's main.py: what a direct Lambda invoke calls
 
 
 class BundleError(click.ClickException):
@@ -100,8 +101,8 @@ def build_bundle(name: str, build_dir: Path = BUILD) -> Path:
         shutil.copy2(fn.source / "main.py", staging / "main.py")
         shutil.copy2(fn.source / "requirements.txt", staging / "requirements.txt")
         shutil.copytree(REPO / SHARED, staging / SHARED, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        adapter = ADAPTERS[fn.signature]
-        (staging / "lambda_handler.py").write_text(LAMBDA_HANDLER.format(name=name, adapter=adapter))
+        adapter, entry = ADAPTERS[fn.signature], name if fn.signature == "http" else CLOUDEVENT_ENTRY
+        (staging / "lambda_handler.py").write_text(LAMBDA_HANDLER.format(name=name, adapter=adapter, entry=entry))
         check_requirements(staging)
         dest = build_dir / name
         if dest.exists():

@@ -113,13 +113,13 @@ class LocalSystem:
             if self._llm_sim_needed():
                 self._start(self._llm_sim(env))
                 env["LLM_BASE_URL"] = self.llm_sim_url
-            for name, port, kind in (
-                ("webhook", self.config.webhook_port, None),
-                ("worker", self.config.worker_port, "cloudevent"),
-                ("notifier", self.config.notifier_port, "cloudevent"),
-                ("console", self.config.console_port, None),
+            for name, port in (
+                ("webhook", self.config.webhook_port),
+                ("worker", self.config.worker_port),
+                ("notifier", self.config.notifier_port),
+                ("console", self.config.console_port),
             ):
-                self._start(function_process(name, port, self._function_env(env, name), self._log(name), kind))
+                self._start(function_process(name, port, self._function_env(env, name), self._log(name)))
             self._create_pubsub_topology()
             self._start(self._router(env))
         except BaseException:
@@ -240,7 +240,7 @@ class LocalSystem:
 
     @staticmethod
     def _function_env(env: dict[str, str], name: str) -> dict[str, str]:
-        """Serving settings the Functions Framework reads: a process per core; more threads where calls wait on WAHA."""
+        """Serving settings: a process per core; handler threads where calls wait on WAHA (not the webhook)."""
         out = dict(env)
         out.setdefault("WORKERS", "2")
         # the console: each open page holds a thread for its live stream (at most WSM_CONSOLE_SSE_S, then the

@@ -155,10 +155,9 @@ class ManagedProcess:
         return proc
 
 
-def function_process(
-    name: str, port: int, env: Mapping[str, str], log_path: Path | None = None, signature: str | None = None
-) -> ManagedProcess:
-    """A Functions Framework process serving ``functions/<name>/main.py`` with target ``<name>``."""
+def function_process(name: str, port: int, env: Mapping[str, str], log_path: Path | None = None) -> ManagedProcess:
+    """A Functions Framework process serving ``functions/<name>/main.py`` with target ``<name>`` (its decorator says
+    how: ASGI HTTP for webhook, worker and notifier; Flask for the console)."""
     argv = [
         str(BIN / "functions-framework"),
         "--source", str(REPO / "functions" / name / "main.py"),
@@ -166,6 +165,4 @@ def function_process(
         "--host", "127.0.0.1",
         "--port", str(port),
     ]  # fmt: skip
-    if signature:
-        argv += ["--signature-type", signature]
     return ManagedProcess(name, argv, env, port, log_path)

@@ -3,7 +3,7 @@
 ``wsm.store`` only, so every area above may count.
 
 Counting: ``from wsm.metrics import record`` then e.g. ``record.llm_tokens(prompt=812, completion=64)``.
-Serving: ``from wsm.metrics.endpoint import metrics_response`` (HTTP functions) or ``mount`` (CloudEvent ones).
+Serving: ``from wsm.metrics.endpoint import answer`` (ASGI functions, Lambda) or ``metrics_response`` (Flask).
 """
 
 from wsm.metrics import multiproc_dir

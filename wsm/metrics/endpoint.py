@@ -2,9 +2,8 @@
 machine's multiprocess directory, plus the Redis gauges read now.
 
 Protected by ``WSM_METRICS_TOKEN``: Prometheus sends it as ``Authorization: Bearer <token>``. Unset, the endpoint
-is off (403); a missing or wrong token gets 401. HTTP functions call :func:`metrics_response` for the path
-``/metrics`` (:func:`answer` for servers other than Flask); a CloudEvent function, whose Functions Framework app
-only routes POST, calls :func:`mount` from its ``main.py`` to add the GET route.
+is off (403); a missing or wrong token gets 401. A Flask function (the console) calls :func:`metrics_response`
+for the path ``/metrics``; the ASGI ones (webhook, worker, notifier) and AWS Lambda call :func:`answer`.
 """
 
 from __future__ import annotations
@@ -56,17 +55,6 @@ def render(settings: Settings) -> bytes:
     MultiProcessCollector(registry, path=multiproc_dir.ensure())
     registry.register(RedisGauges(get_redis(settings.redis_url), settings))
     return generate_latest(registry)
-
-
-def mount(app: flask.Flask | None = None) -> None:
-    """Add ``GET /metrics`` to a CloudEvent function's app. Called from its ``main.py``, which the Functions
-    Framework executes inside its app's context before adding its own POST routes; elsewhere (AWS Lambda, a
-    plain import) there is no app and nothing is mounted."""
-    if app is None:
-        if not flask.has_app_context():
-            return
-        app = flask.current_app
-    app.add_url_rule(PATH, "wsm_metrics", lambda: metrics_response(flask.request), methods=["GET"])
 
 
 def _error(text: str, status: int, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
