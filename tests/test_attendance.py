@@ -439,3 +439,63 @@ def test_a_ready_mark_left_by_a_sender_killed_before_it_released_is_cleared_by_t
     platform.worker.on_event(WakeUp(TICK))  # the tick alone: no event for A is coming
     assert platform.r.sismember(SK.ready, A) == 0
     assert platform.texts(A)[-1] == "uma resposta"
+
+
+def held_with_reply(platform: Platform, chat: str, text: str = "uma resposta") -> ChatStore:
+    """A handler holding ``chat`` with one reply committed and not yet sent."""
+    holder = ChatStore(platform.r, Scripts(platform.r), platform.settings, "default", chat)
+    assert holder.acquire() is not None
+    assert holder.commit(Turn([text]))
+    return holder
+
+
+def test_the_last_reply_gives_the_lease_back_in_the_same_step(platform: Platform) -> None:
+    """Nothing left after the last reply: the pop gives the lease back and drops the ready mark (no release call)."""
+    platform.say(A, "oi")
+    holder = held_with_reply(platform, A)
+    platform.worker.sender.deliver(holder, release_examined=0)
+    assert not platform.r.exists(SK.chat(A).lease) and platform.r.sismember(SK.ready, A) == 0
+    assert holder.token == "" and holder.release() is False  # what the step found; nothing is called again
+    assert platform.texts(A)[-1] == "uma resposta"
+
+
+def test_a_message_that_arrives_while_the_last_reply_is_sent_keeps_the_chat_ready(platform: Platform) -> None:
+    platform.say(A, "oi")
+    holder = held_with_reply(platform, A)
+    platform.ingestor.ingest(parse_event(wp.message_event(A, "e agora?")))  # lands while the reply is on its way
+    platform.worker.sender.deliver(holder, release_examined=0)
+    assert not platform.r.exists(SK.chat(A).lease)
+    assert holder.release() is True and platform.r.sismember(SK.ready, A) == 1  # the worker looks again
+    platform.dispatch(A)
+    assert len(platform.texts(A)) == 3  # the greeting, the reply, and an answer to "e agora?"
+
+
+def test_a_reply_queued_while_the_last_one_is_sent_is_sent_before_the_lease_is_given_back(platform: Platform) -> None:
+    """An operator's reply pushed after the sender read the outbox: the pop does not release, the sender's caller
+    does, and learns there is work left."""
+    platform.say(A, "oi")
+    holder = held_with_reply(platform, A)
+    pushed = {"id": "wsm_operator1", "text": "do operador", "kind": "operator", "created_ms": 1}
+    real_send = platform.worker.sender._send
+
+    def send_then_push(chat: ChatStore, entry: dict, template: object = None) -> str:
+        sent = real_send(chat, entry, template)
+        if entry["text"] == "uma resposta":
+            platform.r.rpush(SK.chat(A).outbox, json.dumps(pushed))
+        return sent
+
+    platform.worker.sender._send = send_then_push  # type: ignore[method-assign]
+    platform.worker.sender.deliver(holder, release_examined=0)
+    assert platform.r.get(SK.chat(A).lease) == holder.token  # still held: one reply left
+    assert holder.release() is True and platform.r.sismember(SK.ready, A) == 1
+    platform.dispatch(A)
+    assert platform.texts(A)[-2:] == ["uma resposta", "do operador"]
+
+
+def test_a_handler_that_lost_its_lease_gives_back_nothing_with_its_last_reply(platform: Platform) -> None:
+    platform.say(A, "oi")
+    holder = held_with_reply(platform, A)
+    platform.r.set(SK.chat(A).lease, "someone-else")  # its lease ran out and another handler took the chat
+    platform.worker.sender.deliver(holder, release_examined=0)
+    assert platform.r.get(SK.chat(A).lease) == "someone-else"
+    assert platform.r.llen(SK.chat(A).outbox) == 1  # the reply stays for the new holder (fenced pop refused)

@@ -76,7 +76,7 @@ async def serve(request: Request, handle: WakeUpHandler) -> Response:
     try:
         await anyio.to_thread.run_sync(handle, ce_type, data, limiter=threads())
     except RedisUnavailable as e:
-        log.warning("redis unavailable; the event will be retried: %s", e)
+        log.warning("%s (%s): answered 500, the event will be retried", type(e).__name__, e)
         return _error("redis unavailable; retry", 500)
     except Exception:
         log.exception("handling a %s event failed; it will be retried", ce_type[:100])

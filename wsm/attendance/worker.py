@@ -122,10 +122,10 @@ class Worker(Handler):
                     ended = self._converse(store, snap.state, snap.inbox)
                 elif snap.inbox and snap.status == ChatStatus.WAITING:
                     examined, ended = self._check_waiting(store, snap.state, snap.inbox)
-                if self.sender.deliver(store) is Delivery.LOST_LEASE:
+                if self.sender.deliver(store, release_examined=examined) is Delivery.LOST_LEASE:
                     return
             finally:
-                more = store.release(examined) if store.token else False
+                more = store.release(examined)
             if ended:
                 self.admit(sk)
             if not more:

@@ -27,6 +27,7 @@ import redis
 from wsm.core.clock import now_ms
 from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionNotReady
 from wsm.core.privacy import mask_chat
+from wsm.core.status import ChatStatus
 from wsm.delivery.deadletter import SEND, write_dead_letter
 from wsm.metrics import record as metrics
 from wsm.providers import window
@@ -53,7 +54,9 @@ class Sender:
         self.redis = client
         self.waha = waha
 
-    def deliver(self, chat: ChatStore) -> Delivery:
+    def deliver(self, chat: ChatStore, release_examined: int | None = None) -> Delivery:
+        """Send the chat's outbox in order. With ``release_examined`` (the inbox length the holder examined), the
+        last reply's pop also gives the lease back when nothing else is queued: one round trip fewer per message."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hexists(chat.sk.status, "held_ms")
         pipe.hget(chat.ck.state, "send_retry_at_ms")
@@ -89,7 +92,8 @@ class Sender:
                 self._dead_letter(chat, entry, str(e))
                 self._record(chat, entry["id"], "", "FAILED")
                 continue
-            self._record(chat, entry["id"], waha_id, "SENT")  # and the console's event
+            last = release_examined is not None and not state_retry and raw is outbox[-1]
+            self._record(chat, entry["id"], waha_id, "SENT", release_examined if last else None)  # + console event
             _count_sent(entry)
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
@@ -119,15 +123,22 @@ class Sender:
         except WahaError as e:
             log.debug("WAHA courtesy call failed: %s", e)
 
-    def _record(self, chat: ChatStore, reply_id: str, waha_id: str, status: str) -> None:
+    def _record(
+        self, chat: ChatStore, reply_id: str, waha_id: str, status: str, release_examined: int | None = None
+    ) -> None:
+        """Pop the reply and file its outcome; with ``release_examined``, give the lease back if nothing is left."""
         sk, ck, filed_as, s = chat.sk, chat.ck, waha_id or reply_id, chat.settings
-        chat.scripts.outbox_sent(
-            keys=[ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as), sk.events_stream],
-            args=[
-                chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
-                s.dedupe_window, s.dedupe_max, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE, chat.chat_id,
-            ],
-        )  # fmt: skip
+        keys_ = [ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as), sk.events_stream]
+        args = [
+            chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
+            s.dedupe_window, s.dedupe_max, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE, chat.chat_id,
+        ]  # fmt: skip
+        if release_examined is not None:
+            keys_ += [ck.inbox, sk.ready, ck.state]
+            args += ["1", release_examined, ChatStatus.WAITING]
+        result = chat.scripts.outbox_sent(keys=keys_, args=args)
+        if isinstance(result, str) and result.startswith("released:"):
+            chat.released(result.endswith("1"))
 
     def _retry_later(self, chat: ChatStore, error: str) -> None:
         attempts = int(self.redis.hincrby(chat.ck.state, "send_attempts", 1))

@@ -63,6 +63,7 @@ class ChatStore:
         self.chat_id = chat_id
         self.token = ""
         self._renewed_at = float("-inf")
+        self._left_work: bool | None = None  # given back with the last reply's pop (outbox_sent): work left then
 
     # --- lease -------------------------------------------------------------------------------------
 
@@ -111,13 +112,23 @@ class ChatStore:
             thread.join()
 
     def release(self, examined: int = 0) -> bool:
-        """Give the chat back; True when it has work left (new messages or unsent replies)."""
+        """Give the chat back; True when it has work left (new messages or unsent replies).
+
+        Once given back by ``outbox_sent`` (:meth:`released`), this only says what that step found."""
+        if self._left_work is not None:
+            return self._left_work
+        if not self.token:
+            return False
         more = self.scripts.release_lease(
             keys=[self.ck.lease, self.ck.inbox, self.ck.outbox, self.sk.ready, self.ck.state],
             args=[self.token, self.chat_id, examined, ChatStatus.WAITING],
         )
         self.token = ""
         return bool(more)
+
+    def released(self, more: bool) -> None:
+        """The lease was given back in the same step as the last reply's pop; ``more``: the chat has work left."""
+        self.token, self._left_work = "", more
 
     # --- reading and committing ---------------------------------------------------------------------
 

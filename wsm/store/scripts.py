@@ -43,11 +43,15 @@ SCHEDULE_LIB = "_schedule_lib"  # shared helpers put in front of every schedule_
 HISTORY_LIB = "_history_lib"  # the history list and dedupe helpers, put in front of the scripts that use them
 HISTORY_USERS = ("ingest_message", "commit_turn", "apply_ack", "outbox_sent", "migrate_chat", "merge_chat")
 OWNER_LIB = "_owner_lib"  # shared helpers put in front of every owner_*.lua (human attendance)
+RELEASE_LIB = "_release_lib"  # giving a lease back, put in front of the scripts that do
+RELEASE_USERS = ("release_lease", "outbox_sent")
 
 
 @cache
 def _source(name: str) -> str:
     text = resources.files("wsm.store").joinpath("lua", f"{name}.lua").read_text()
+    if name in RELEASE_USERS:
+        text = _source(RELEASE_LIB) + "\n" + text
     if name.startswith("schedule_"):
         return _source(SCHEDULE_LIB) + "\n" + text
     if name in HISTORY_USERS:

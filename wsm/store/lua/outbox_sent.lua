@@ -8,52 +8,62 @@
 -- ARGV[4] now (ms)  ARGV[5] dedupe ttl (s)  ARGV[6] "SENT" | "FAILED"
 -- ARGV[7] dedupe window (records)  ARGV[8] dedupe max (ids kept in seen)
 -- ARGV[9] events stream length kept (XADD MAXLEN ~)  ARGV[10] the stream's type of a message event  ARGV[11] chat
--- Returns "ok" | "lost_lease" | "not_head"
+-- With ARGV[12] = "1" and the outbox empty after the pop, the lease is given back in the same step (_release_lib):
+-- KEYS[7] chat inbox  KEYS[8] ready  KEYS[9] chat state  ARGV[13] inbox length examined  ARGV[14] status waiting
+-- Returns "ok" | "lost_lease" | "not_head", or "released:0" | "released:1" (1: the chat has work left)
 
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 'lost_lease'
-end
-local head = redis.call('LINDEX', KEYS[2], 0)
-if not head or cjson.decode(head)['id'] ~= ARGV[2] then
-  return 'not_head'
-end
-redis.call('LPOP', KEYS[2])
-if KEYS[6] and ARGV[6] == 'SENT' then
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'type', ARGV[10], 'chat', ARGV[11], 'direction', 'out')
-end
+local function pop_and_record()
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 'lost_lease'
+  end
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or cjson.decode(head)['id'] ~= ARGV[2] then
+    return 'not_head'
+  end
+  redis.call('LPOP', KEYS[2])
+  if KEYS[6] and ARGV[6] == 'SENT' then
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'type', ARGV[10], 'chat', ARGV[11], 'direction', 'out')
+  end
 
-local ours, waha_id = ARGV[2], ARGV[3]
-local window = tonumber(ARGV[7])
-local index, _, rec = locate(KEYS[3], KEYS[4], ours, window)
-if not index then
-  return 'ok'  -- trimmed from history meanwhile
-end
-set_field(rec, STATUS, ARGV[6])
-set_field(rec, SENT_MS, tonumber(ARGV[4]))
-if waha_id == '' then
+  local ours, waha_id = ARGV[2], ARGV[3]
+  local window = tonumber(ARGV[7])
+  local index, _, rec = locate(KEYS[3], KEYS[4], ours, window)
+  if not index then
+    return 'ok'  -- trimmed from history meanwhile
+  end
+  set_field(rec, STATUS, ARGV[6])
+  set_field(rec, SENT_MS, tonumber(ARGV[4]))
+  if waha_id == '' then
+    redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
+    return 'ok'
+  end
+  set_field(rec, LOCAL_ID, ours)
+  local early = redis.call('GET', KEYS[5])
+  if early then
+    local ack = cjson.decode(early)
+    set_field(rec, STATUS, ack['status'])
+    set_field(rec, ACK, ack['ack'])
+    redis.call('DEL', KEYS[5])
+  end
+  local echo_index, _, echo = locate(KEYS[3], KEYS[4], waha_id, window)
+  if echo_index then
+    if field(echo, ACK) then
+      set_field(rec, ACK, field(echo, ACK))
+      set_field(rec, STATUS, field(echo, STATUS))
+    end
+    remove_pair(KEYS[3], echo_index)
+    if echo_index < index then index = index - 2 end
+  end
+  redis.call('LSET', KEYS[3], index, waha_id)
   redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
+  if (redis.call('LLEN', KEYS[3]) - index) / 2 > window then  -- filed outside the window: remember its id
+    remember_ids(KEYS[4], {waha_id}, tonumber(ARGV[8]), ARGV[5])
+  end
   return 'ok'
 end
-set_field(rec, LOCAL_ID, ours)
-local early = redis.call('GET', KEYS[5])
-if early then
-  local ack = cjson.decode(early)
-  set_field(rec, STATUS, ack['status'])
-  set_field(rec, ACK, ack['ack'])
-  redis.call('DEL', KEYS[5])
+
+local result = pop_and_record()
+if ARGV[12] == '1' and result == 'ok' and redis.call('LLEN', KEYS[2]) == 0 then
+  return 'released:' .. release(KEYS[1], KEYS[7], KEYS[2], KEYS[8], KEYS[9], ARGV[1], ARGV[11], ARGV[13], ARGV[14])
 end
-local echo_index, _, echo = locate(KEYS[3], KEYS[4], waha_id, window)
-if echo_index then
-  if field(echo, ACK) then
-    set_field(rec, ACK, field(echo, ACK))
-    set_field(rec, STATUS, field(echo, STATUS))
-  end
-  remove_pair(KEYS[3], echo_index)
-  if echo_index < index then index = index - 2 end
-end
-redis.call('LSET', KEYS[3], index, waha_id)
-redis.call('LSET', KEYS[3], index + 1, cjson.encode(rec))
-if (redis.call('LLEN', KEYS[3]) - index) / 2 > window then  -- filed outside the window: remember its id
-  remember_ids(KEYS[4], {waha_id}, tonumber(ARGV[8]), ARGV[5])
-end
-return 'ok'
+return result
