@@ -499,3 +499,27 @@ def test_a_handler_that_lost_its_lease_gives_back_nothing_with_its_last_reply(pl
     platform.worker.sender.deliver(holder, release_examined=0)
     assert platform.r.get(SK.chat(A).lease) == "someone-else"
     assert platform.r.llen(SK.chat(A).outbox) == 1  # the reply stays for the new holder (fenced pop refused)
+
+
+@pytest.mark.parametrize("speaker", [A, B], ids=["an-active-chat-speaks", "the-waiting-chat-speaks"])
+def test_a_message_admits_the_queue_when_a_slot_is_free_without_waiting_for_the_tick(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, speaker: str
+) -> None:
+    """Slots raised from 1 to 2 (a redeploy): nobody ends a conversation, yet the next message of anyone admits B."""
+    platform.say(A, "oi")
+    platform.say(B, "oi")
+    assert platform.r.zrange(SK.queue, 0, -1) == [B]
+    monkeypatch.setenv("WSM_MAX_ACTIVE", "2")
+    platform = Platform(platform.r, platform.sim, Settings.from_env())
+    platform.say(speaker, "1")
+    assert platform.r.zrange(SK.queue, 0, -1) == [] and platform.r.zscore(SK.active, B) is not None
+    assert any(t.startswith("É a sua vez!") for t in platform.texts(B))
+
+
+def test_a_message_of_an_active_chat_with_nobody_waiting_asks_for_no_admission(platform: Platform) -> None:
+    """The worker learns the queue's size with the lease (acquire_lease): no admission round trip per message."""
+    platform.say(A, "oi")
+    before = platform.r.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0)
+    platform.say(A, "1")
+    assert platform.r.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0) == before
+    assert len(platform.texts(A)) == 2

@@ -36,10 +36,8 @@ class Worker(Handler):
             sk = keys.SessionKeys(session)
             if event.type == TICK:
                 self.sweep(sk)
-                continue
-            self.admit(sk)
-            if event.chat:
-                self.serve(sk, event.chat)
+            elif not event.chat or self.serve(sk, event.chat):
+                self.admit(sk)
 
     def admit(self, sk: keys.SessionKeys) -> list[str]:
         admitted = admit_waiting(self.redis, self.scripts, sk, self.settings.max_active)
@@ -108,14 +106,20 @@ class Worker(Handler):
                 store.release()
         self.admit(sk)
 
-    def serve(self, sk: keys.SessionKeys, chat_id: str) -> None:
-        """Handle a chat's pending messages and replies while holding its lease (a mapped @lid: its phone chat)."""
+    def serve(self, sk: keys.SessionKeys, chat_id: str) -> bool:
+        """Handle a chat's pending messages and replies while holding its lease (a mapped @lid: its phone chat).
+
+        Returns whether the session may have someone to admit: its queue was not empty and a slot looked free when the
+        lease was taken (or the lease could not be taken, so nothing was read). A conversation that ends admits here.
+        """
         chat_id = self.lids.settle(sk.session, chat_id)
+        admit_due = True
         for _ in range(MAX_PASSES):
             store = ChatStore(self.redis, self.scripts, self.settings, sk.session, chat_id)
             snap = store.acquire()
             if snap is None:
-                return  # its holder looks again before letting go
+                return admit_due  # its holder looks again before letting go
+            admit_due = snap.queued > 0 and snap.active < self.settings.max_active
             examined, ended = 0, False
             try:
                 if snap.inbox and snap.status == ChatStatus.ACTIVE:
@@ -123,13 +127,15 @@ class Worker(Handler):
                 elif snap.inbox and snap.status == ChatStatus.WAITING:
                     examined, ended = self._check_waiting(store, snap.state, snap.inbox)
                 if self.sender.deliver(store, release_examined=examined) is Delivery.LOST_LEASE:
-                    return
+                    return admit_due
             finally:
                 more = store.release(examined)
             if ended:
                 self.admit(sk)
+                admit_due = False
             if not more:
-                return
+                return admit_due
+        return admit_due
 
     def _converse(self, store: ChatStore, state: dict[str, str], inbox: list[dict]) -> bool:
         """One turn for everything pending; WAHA may deliver out of order, so sort by the sender's clock."""

@@ -46,6 +46,8 @@ class Snapshot:
 
     state: dict[str, str]
     inbox: list[dict[str, Any]]
+    active: int = 0  # chats the session's slots serve, and chats in its queue, as the lease was taken
+    queued: int = 0
 
     @property
     def status(self) -> str:
@@ -70,14 +72,15 @@ class ChatStore:
     def acquire(self) -> Snapshot | None:
         """Take the lease and read state and inbox in one step; None when another handler holds the chat."""
         found = self.scripts.acquire_lease(
-            keys=[self.sk.fence, self.ck.lease, self.ck.state, self.ck.inbox], args=[self.settings.lease_ms]
+            keys=[self.sk.fence, self.ck.lease, self.ck.state, self.ck.inbox, self.sk.active, self.sk.queue],
+            args=[self.settings.lease_ms],
         )
         if not found:
             return None
-        self.token, flat_state, inbox = found
+        self.token, flat_state, inbox, active, queued = found
         self._renewed_at = time.monotonic()
         state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
-        return Snapshot(state, [record_codec.decode(raw, self.chat_id) for raw in inbox])
+        return Snapshot(state, [record_codec.decode(raw, self.chat_id) for raw in inbox], active, queued)
 
     def heartbeat(self) -> bool:
         """Extend the lease; False means another handler owns the chat now and we must stop.
