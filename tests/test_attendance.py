@@ -523,3 +523,16 @@ def test_a_message_of_an_active_chat_with_nobody_waiting_asks_for_no_admission(p
     platform.say(A, "1")
     assert platform.r.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0) == before
     assert len(platform.texts(A)) == 2
+
+
+def test_a_reply_queued_between_the_commit_and_the_send_is_sent_too(platform: Platform) -> None:
+    """The sender sends from what the commit saw of the outbox; an operator's reply pushed after it is not missed."""
+    platform.say(A, "oi")
+    holder = held_with_reply(platform, A)
+    pushed = {"id": "wsm_operator2", "text": "do operador", "kind": "operator", "created_ms": 1}
+    platform.r.rpush(SK.chat(A).outbox, json.dumps(pushed))
+    platform.worker.sender.deliver(holder, release_examined=0)
+    assert holder.release() is True  # the pop saw one more reply: no release with it, work left
+    platform.dispatch(A)
+    assert platform.texts(A)[-2:] == ["uma resposta", "do operador"]
+    assert platform.r.llen(SK.chat(A).outbox) == 0 and platform.r.sismember(SK.ready, A) == 0

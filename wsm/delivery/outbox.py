@@ -33,7 +33,7 @@ from wsm.metrics import record as metrics
 from wsm.providers import window
 from wsm.providers.base import OUTSIDE_WINDOW, Outbound, Template
 from wsm.store import event_stream, keys, record_codec
-from wsm.store.chat_store import ChatStore
+from wsm.store.chat_store import ChatStore, OutboxView
 
 log = logging.getLogger(__name__)
 RETRY_BASE_MS = 1000
@@ -57,16 +57,13 @@ class Sender:
     def deliver(self, chat: ChatStore, release_examined: int | None = None) -> Delivery:
         """Send the chat's outbox in order. With ``release_examined`` (the inbox length the holder examined), the
         last reply's pop also gives the lease back when nothing else is queued: one round trip fewer per message."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hexists(chat.sk.status, "held_ms")
-        pipe.hget(chat.ck.state, "send_retry_at_ms")
-        pipe.lrange(chat.ck.outbox, 0, -1)
-        held, state_retry, outbox = pipe.execute()
+        view = chat.take_outbox_view() or self._read_outbox(chat)
+        held, state_retry, outbox = view.held, view.retry_at_ms, view.entries
         if not outbox:
             return Delivery.DONE
         if held:
             return Delivery.HELD
-        if state_retry and int(state_retry) > now_ms():
+        if state_retry and state_retry > now_ms():
             return Delivery.RETRY_LATER
         window_s = self.waha.window_s
         last_in = self.redis.hget(chat.ck.state, "last_seen_ms") if window_s else None
@@ -98,6 +95,15 @@ class Sender:
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE
+
+    def _read_outbox(self, chat: ChatStore) -> OutboxView:
+        """The session's hold, the chat's retry time and its outbox, when no commit just returned them."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hexists(chat.sk.status, "held_ms")
+        pipe.hget(chat.ck.state, "send_retry_at_ms")
+        pipe.lrange(chat.ck.outbox, 0, -1)
+        held, retry, entries = pipe.execute()
+        return OutboxView(bool(held), int(retry) if retry else None, entries)
 
     def _send(self, chat: ChatStore, entry: dict, template: Template | None = None) -> str:
         session, chat_id, text = chat.session, chat.chat_id, entry["text"]

@@ -41,6 +41,15 @@ LOCAL_ID_HEX = 16  # our ids (replies, history-only records) are unique within o
 
 
 @dataclass(frozen=True)
+class OutboxView:
+    """What the sender reads before sending: the session's hold, the chat's retry time, its outbox entries."""
+
+    held: bool
+    retry_at_ms: int | None
+    entries: list[str]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What a handler read under the lease."""
 
@@ -66,6 +75,7 @@ class ChatStore:
         self.token = ""
         self._renewed_at = float("-inf")
         self._left_work: bool | None = None  # given back with the last reply's pop (outbox_sent): work left then
+        self._outbox_view: OutboxView | None = None  # what the last commit saw of the outbox, for the sender
 
     # --- lease -------------------------------------------------------------------------------------
 
@@ -171,7 +181,7 @@ class ChatStore:
             keys=[
                 self.ck.lease, self.ck.inbox, self.ck.state, self.ck.outbox, self.ck.history, self.ck.seen,
                 self.sk.ready, self.sk.active, self.sk.queue, self.sk.notify_due, self.ck.notify,
-                self.sk.handle_stats, self.sk.queue_seq, due_key, then_key, told_queue,
+                self.sk.handle_stats, self.sk.queue_seq, due_key, then_key, told_queue, self.sk.status,
             ],
             args=[
                 self.token, handled, json.dumps(turn.state), json.dumps(replies), now_ms(), s.history_max,
@@ -182,7 +192,15 @@ class ChatStore:
                 s.dedupe_window, s.dedupe_max, s.dedupe_ttl_s, publish, told_place, told_before,
             ],
         )  # fmt: skip
+        if isinstance(result, list):
+            held, retry, *entries = result[1:]
+            self._outbox_view, result = OutboxView(bool(held), int(retry) if retry else None, entries), result[0]
         return result == "ok"
+
+    def take_outbox_view(self) -> OutboxView | None:
+        """What the last commit saw of the outbox, once: the sender uses it instead of reading again."""
+        view, self._outbox_view = self._outbox_view, None
+        return view
 
     def _record(self, record: dict[str, object]) -> dict[str, str]:
         """A history-only record (an agent's tool call): kept in the chat's history, never sent."""

@@ -32,9 +32,11 @@
 --          sender read in KEYS[11] ("0": never told). The notifier holds the lease, but admission and an
 --          operator's take move a chat without it: if the chat is no longer at that place of KEYS[16], or
 --          was told something else meanwhile, the notice is stale and nothing is done ("moved").
+-- KEYS[17] the session's status hash  With it, a commit returns what the sender reads next, saving it a round trip:
+--          {"ok", 1 if the session's sends are held else 0, the chat's send_retry_at_ms or "", outbox entries...}
 -- When a conversation ends while newer messages wait in the inbox (they arrived after the handler
 -- read it), the chat is routed again as ingest would: a free slot if nobody waits, else the queue's tail.
--- Returns "ok" | "lost_lease" | "gone" | "moved"
+-- Returns "ok" (or the list above) | "lost_lease" | "gone" | "moved"
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'lost_lease'
@@ -117,4 +119,11 @@ if reason ~= '' then
   redis.call(ARGV[26] or 'PUBLISH', ARGV[11], cjson.encode({type = 'queue.changed', session = ARGV[10], chat = chat}))
 end
 redis.call('EXPIRE', KEYS[3], retention)
+if KEYS[17] then
+  local view = {'ok', redis.call('HEXISTS', KEYS[17], 'held_ms'), redis.call('HGET', KEYS[3], 'send_retry_at_ms') or ''}
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+    view[#view + 1] = entry
+  end
+  return view
+end
 return 'ok'
