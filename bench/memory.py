@@ -9,6 +9,9 @@ and after, and the delta divided by the number of chats is what one costs.
   ("sair") closes it, so inbox and outbox are empty; all 20 ids stay deduplicated (by the history).
   Twice: with 20 messages of 40 characters (the goal's case; ``bench/flows/forty.yaml`` answers each
   with 40 characters) and with the default flow, whose menus make the replies ~150 characters.
+  The session's console event stream (``events:stream``, one entry per message in and out) is capped at
+  ``EVENTS_STREAM_MAX`` entries whatever the number of chats, so its bytes are taken out of the delta and
+  shown on their own: with 1,000 chats its ~10,000 entries would otherwise add ~450 B to each.
 
 ``MEMORY USAGE`` (exact, SAMPLES 0) of each key of one sample chat shows where the bytes go;
 a session-wide key (queue, notify:due, ready) is shown as its size divided by its members. The queue
@@ -145,10 +148,11 @@ def idle_bytes(
             worker.serve(sk, chat)
 
     converse(chat_id(703, 0))  # first use: scripts loaded, session keys created
-    before = used_memory(client)
+    before, stream_before = used_memory(client), client.memory_usage(sk.events_stream, samples=0) or 0
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(converse, names))
-    delta = used_memory(client) - before
+    stream = (client.memory_usage(sk.events_stream, samples=0) or 0) - stream_before
+    delta = used_memory(client) - before - stream
     complete = sum(_is_idle_conversation(client, sk, chat) for chat in names)
     sample = idle_chat_keys(client, sk, names[chats // 2])
     texts = [m["text"] for m in read_history(client, session, names[chats // 2])]
@@ -157,6 +161,8 @@ def idle_bytes(
         "chats": chats,
         "complete": complete,
         "bytes_per_chat": round(delta / chats),
+        "stream_bytes": stream,
+        "stream_entries": client.xlen(sk.events_stream),
         "mean_chars": mean_chars,
         "sample": sample,
     }
@@ -207,15 +213,23 @@ def run(plan: Plan, recorder: RecorderClient) -> tuple[dict, list[Row]]:
         Row(
             "d",
             f"bytes per idle conversation, 20 msgs of {f['mean_chars']} chars ({f['chats']:,} chats)",
-            f"{num(f['bytes_per_chat'])} B (used_memory delta ÷ chats; {f['complete']:,} closed with 20 in history)",
+            f"{num(f['bytes_per_chat'])} B (used_memory delta less the event stream, ÷ chats; "
+            f"{f['complete']:,} closed with 20 in history)",
             f"≤ {TARGET_IDLE_B // 1024} KB",
             f["bytes_per_chat"] <= TARGET_IDLE_B and f["complete"] == f["chats"],
         ),
         Row("d", "  where: MEMORY USAGE, one such conversation", where(f["sample"])),
         Row(
             "d",
+            "  not in it: the session's console event stream (capped)",
+            f"{num(f['stream_bytes'])} B for its last {f['stream_entries']:,} events (keys.EVENTS_STREAM_MAX), "
+            f"whatever the number of chats; {num(f['stream_bytes'] / f['chats'])} B each of these {f['chats']:,}",
+        ),
+        Row(
+            "d",
             f"  the default flow's conversation, 20 msgs of {i['mean_chars']} chars (its menus are long)",
-            f"{num(i['bytes_per_chat'])} B (used_memory delta ÷ chats; {i['complete']:,} closed with 20 in history)",
+            f"{num(i['bytes_per_chat'])} B (used_memory delta less the event stream, ÷ chats; "
+            f"{i['complete']:,} closed with 20 in history)",
         ),
         Row("d", "  where: MEMORY USAGE, one default-flow conversation", where(i["sample"])),
     ]
