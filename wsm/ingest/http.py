@@ -117,10 +117,13 @@ def joined(headers: Headers) -> Headers:
     """The headers with a repeated one's values joined by "," (RFC 9110 5.3), as WSGI servers join them: two
     X-Webhook-Hmac (or X-Webhook-Timestamp, X-Hub-Signature-256) headers make one invalid value, never a choice
     of the first or the last, whichever a proxy before us checked."""
+    names = [name.lower() for name, _ in headers.raw]  # bytes: no decoding in the common case, no repeats
+    if len(set(names)) == len(names):
+        return headers
     values: dict[str, str] = {}
     for name, value in headers.items():
         values[name] = f"{values[name]},{value}" if name in values else value
-    return headers if len(values) == len(headers.raw) else Headers(values)
+    return Headers(values)
 
 
 async def healthz(settings: Settings) -> Response:
