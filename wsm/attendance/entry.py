@@ -47,14 +47,18 @@ def read_event(headers: dict[str, str], body: bytes) -> tuple[str, object]:
     try:
         event = from_http(headers, body)
     except GenericException as e:
-        try:
-            envelope = json.loads(body)
-        except ValueError:
-            raise NotAnEvent(f"neither a CloudEvent nor a Pub/Sub push ({type(e).__name__})") from None
+        envelope = _json_or_none(body)
         if isinstance(envelope, dict) and "subscription" in envelope and isinstance(envelope.get("message"), dict):
             return PUBSUB_PUBLISHED, {"message": envelope["message"], "subscription": envelope["subscription"]}
         raise NotAnEvent(f"neither a CloudEvent nor a Pub/Sub push ({type(e).__name__})") from None
     return event["type"], event.data
+
+
+def _json_or_none(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 async def serve(request: Request, handle: WakeUpHandler) -> Response:

@@ -102,8 +102,7 @@ class Sender:
         pipe.hexists(chat.sk.status, "held_ms")
         pipe.hget(chat.ck.state, "send_retry_at_ms")
         pipe.lrange(chat.ck.outbox, 0, -1)
-        held, retry, entries = pipe.execute()
-        return OutboxView(bool(held), int(retry) if retry else None, entries)
+        return OutboxView.of(*pipe.execute())
 
     def _send(self, chat: ChatStore, entry: dict, template: Template | None = None) -> str:
         session, chat_id, text = chat.session, chat.chat_id, entry["text"]

@@ -48,6 +48,11 @@ class OutboxView:
     retry_at_ms: int | None
     entries: list[str]
 
+    @classmethod
+    def of(cls, held: int | bool, retry: str | None, entries: list[str]) -> OutboxView:
+        """From Redis's answers: ``HEXISTS`` of the hold, ``HGET`` of the retry time ("" or None: none), the outbox."""
+        return cls(bool(held), int(retry) if retry else None, entries)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -194,7 +199,7 @@ class ChatStore:
         )  # fmt: skip
         if isinstance(result, list):
             held, retry, *entries = result[1:]
-            self._outbox_view, result = OutboxView(bool(held), int(retry) if retry else None, entries), result[0]
+            self._outbox_view, result = OutboxView.of(held, retry, entries), result[0]
         return result == "ok"
 
     def take_outbox_view(self) -> OutboxView | None:
