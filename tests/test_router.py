@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
-from cloudevents.http import from_http
+from cloudevents.http import CloudEvent, from_http
 
 from infra.platform.redis_server import RedisServer
 from infra.platform.router import Router
-from infra.platform.triggers import NOTIFIER, WORKER, url_triggers
+from infra.platform.triggers import NOTIFIER, WORKER, DeliveryRejected, binary_mode, url_triggers
 from wsm.core.clock import now_ms
 from wsm.core.settings import Settings
 from wsm.delivery import deadletter
@@ -321,3 +321,10 @@ def test_reconnects_after_redis_restart_and_ticks(own_redis, worker, notifier, m
     messages = [record.getMessage() for record in caplog.records]
     assert sum("redis unreachable" in m for m in messages) == 1
     assert sum("redis back after" in m for m in messages) == 1
+
+
+def test_an_attribute_with_a_line_break_is_refused_not_sent_as_two_headers() -> None:
+    headers, body = binary_mode(CloudEvent({"type": RECEIVED, "source": "/wsm", "subject": CHAT}, {"chat": CHAT}))
+    assert f"ce-subject: {CHAT}" in headers and json.loads(body) == {"chat": CHAT}
+    with pytest.raises(DeliveryRejected, match="line break"):
+        binary_mode(CloudEvent({"type": RECEIVED, "source": "/wsm", "subject": "a\r\nX-Evil: 1"}, {}))

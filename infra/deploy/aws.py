@@ -45,6 +45,8 @@ PIP_LAMBDA_PLATFORM = (
     "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11",
     "--only-binary=:all:", "--no-compile",
 )  # fmt: skip
+# No wheel for Lambda's Python 3.11 (Amazon Linux 2, glibc 2.26): left out; the code falls back where it is missing
+NO_LAMBDA_WHEEL = ("pycurl",)  # wsm.core.http_client runs on urllib3 without it
 TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -67,7 +69,10 @@ def build_zip(name: str, build_dir: Path = BUILD) -> Path:
     staging = build_dir / f"{name}-lambda"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle, staging)
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-r", str(staging / "requirements.txt"), "-t", str(staging)]
+    requirements = staging / "requirements.txt"
+    pins = requirements.read_text().splitlines()
+    requirements.write_text("".join(f"{pin}\n" for pin in pins if pin.split("==")[0].strip() not in NO_LAMBDA_WHEEL))
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-r", str(requirements), "-t", str(staging)]
     try:
         subprocess.run([*pip, *PIP_LAMBDA_PLATFORM], check=True)
     except subprocess.CalledProcessError as e:

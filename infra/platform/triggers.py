@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import urllib3
-from cloudevents.conversion import to_binary, to_structured
+from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 
 from wsm.core.errors import WsmError
+from wsm.core.http_client import HttpClient, TransportError
 from wsm.store import events
 
 WORKER = "worker"
@@ -77,35 +77,28 @@ class Target(Protocol):
 
 
 class HttpTarget:
-    """POSTs the event in CloudEvents binary mode over a thread-safe urllib3 pool of keep-alive connections.
+    """POSTs the event in CloudEvents binary mode over keep-alive connections (:mod:`wsm.core.http_client`).
 
-    urllib3 directly rather than requests: one delivery per message, and requests' per-call work
-    showed in profiles of the whole path (router CPU per message). One pool for the target's host, called
-    with the path alone (a PoolManager parses the URL and finds the pool again on every call).
+    One delivery per message: urllib3 and the SDK's ``to_binary`` were two thirds of the router's CPU in
+    ``python -m bench.profile``; the headers are written here as the SDK writes them (:func:`binary_mode`).
     """
 
-    def __init__(self, name: str, url: str, timeout_s: float, pool_size: int = 64) -> None:
+    def __init__(self, name: str, url: str, timeout_s: float) -> None:
         self.name = name
         self.url = url
         self.timeout_s = timeout_s
-        self._http = urllib3.connection_from_url(
-            url, maxsize=pool_size, block=False, retries=False, timeout=urllib3.Timeout(total=timeout_s)
-        )
-        parts = urlsplit(url)
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._http = HttpClient(url, {}, timeout_s, connect_retries=0)  # the router has its own retries
 
     @property
     def endpoint(self) -> str:
         return public_url(self.url)
 
     def deliver(self, event: CloudEvent) -> None:
-        headers, body = to_binary(event)
+        headers, body = binary_mode(event)
         try:
-            response = self._http.urlopen("POST", self._target, body=body, headers=headers)
-        except urllib3.exceptions.TimeoutError as e:
-            raise DeliveryFailed(f"timeout after {self.timeout_s:g}s") from e
-        except urllib3.exceptions.HTTPError as e:  # the message may hold the URL: keep the type only
-            raise DeliveryFailed(type(e).__name__) from e
+            response = self._http.request("POST", "", body, headers)
+        except TransportError as e:  # its text never holds the URL
+            raise DeliveryFailed(f"timeout after {self.timeout_s:g}s" if e.timed_out else str(e)) from e
         if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
             raise DeliveryRejected(f"HTTP {response.status}")
         if not 200 <= response.status < 300:
@@ -113,6 +106,18 @@ class HttpTarget:
 
     def close(self) -> None:
         self._http.close()
+
+
+def binary_mode(event: CloudEvent) -> tuple[list[str], bytes]:
+    """The HTTP headers and body of ``event`` in binary mode, as ``cloudevents.conversion.to_binary`` makes them
+    (``ce-`` + each attribute; ``datacontenttype`` is the Content-Type; the data as JSON)."""
+    headers = []
+    for name, value in event.get_attributes().items():
+        text = str(value)
+        if "\r" in text or "\n" in text:
+            raise DeliveryRejected(f"attribute {name!r} holds a line break")
+        headers.append(f"Content-Type: {text}" if name == "datacontenttype" else f"ce-{name}: {text}")
+    return headers, json.dumps(event.get_data()).encode()
 
 
 class LambdaTarget:

@@ -44,6 +44,9 @@ class NotAnEvent(ValueError):
 
 def read_event(headers: dict[str, str], body: bytes) -> tuple[str, object]:
     """(type, data) of a POSTed CloudEvent or Pub/Sub push envelope; raises :class:`NotAnEvent` for anything else."""
+    found = _binary_json(headers, body)
+    if found is not None:
+        return found
     try:
         event = from_http(headers, body)
     except GenericException as e:
@@ -52,6 +55,20 @@ def read_event(headers: dict[str, str], body: bytes) -> tuple[str, object]:
             return PUBSUB_PUBLISHED, {"message": envelope["message"], "subscription": envelope["subscription"]}
         raise NotAnEvent(f"neither a CloudEvent nor a Pub/Sub push ({type(e).__name__})") from None
     return event["type"], event.data
+
+
+BINARY_REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+
+
+def _binary_json(headers: dict[str, str], body: bytes) -> tuple[str, object] | None:
+    """The router's own shape (binary mode, JSON data) read directly: the SDK's ``from_http`` was a twentieth of
+    the worker's CPU per message. Anything else, or anything odd about it, is left to the SDK."""
+    if headers.get("content-type") != "application/json" or headers.get("ce-specversion") != "1.0":
+        return None
+    if not all(headers.get(h) for h in BINARY_REQUIRED):
+        return None
+    data = _json_or_none(body)
+    return (headers["ce-type"], data) if data is not None else None
 
 
 def _json_or_none(body: bytes) -> object:

@@ -1,4 +1,4 @@
-"""The HTTP plumbing the Cloud API and Evolution clients share (urllib3, as :mod:`wsm.waha.client`)."""
+"""The HTTP plumbing the Cloud API and Evolution clients share (:mod:`wsm.core.http_client`, as WAHA's client)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,19 @@ import json
 import time
 from typing import Any
 
-import urllib3
-from urllib3.util.retry import Retry
-
 from wsm.core.errors import WahaRetryable
+from wsm.core.http_client import HttpClient, TransportError
 from wsm.metrics import record as metrics
 
 
 class JsonHttp:
-    """A pool of connections to one API; only connection failures before sending are retried here."""
+    """Keep-alive connections to one API; only connection failures before sending are retried here."""
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float, secret: str = "") -> None:
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Accept": "application/json", "Content-Type": "application/json", **headers}
         self.secret = secret
-        retry = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2, allowed_methods=None)
-        self.http = urllib3.PoolManager(
-            num_pools=4, maxsize=64, block=False, retries=retry, timeout=urllib3.Timeout(total=timeout_s)
+        self.http = HttpClient(
+            self.base_url, {"Accept": "application/json", "Content-Type": "application/json", **headers}, timeout_s
         )
 
     def call(self, method: str, path: str, body: dict[str, Any] | None, endpoint: str) -> tuple[int, Any, str]:
@@ -30,12 +26,12 @@ class JsonHttp:
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         started = time.perf_counter()
         try:
-            res = self.http.request(method, self.base_url + path, body=payload, headers=self.headers)
-        except urllib3.exceptions.HTTPError as e:
+            res = self.http.request(method, path, payload)
+        except TransportError as e:
             metrics.waha_request(endpoint, "error", time.perf_counter() - started)
-            raise WahaRetryable(f"{endpoint}: {type(e).__name__}") from None
+            raise WahaRetryable(f"{endpoint}: {e}") from None
         metrics.waha_request(endpoint, str(res.status), time.perf_counter() - started)
-        raw = res.data.decode("utf-8", "replace")
+        raw = res.body.decode("utf-8", "replace")
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:

@@ -1,6 +1,6 @@
 """WAHA's REST API as the bot uses it, with WAHA's answers mapped to our error tree.
 
-Only connection failures before a request is sent are retried here (urllib3, safe for POST);
+Only connection failures before a request is sent are retried here (:mod:`wsm.core.http_client`, safe for POST);
 timeouts and 5xx surface as :class:`WahaRetryable` so the outbox keeps the reply and retries later.
 The API key goes in ``X-Api-Key`` and never into an error message or a log line.
 """
@@ -11,12 +11,10 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import urllib3
-from urllib3.util.retry import Retry
+from urllib.parse import quote
 
 from wsm.core.errors import WahaRejected, WahaRetryable, WahaSessionNotReady
+from wsm.core.http_client import Answer, HttpClient, TransportError
 from wsm.metrics import record as metrics
 from wsm.waha.lid import parse_lid_answer
 
@@ -24,26 +22,19 @@ log = logging.getLogger(__name__)
 
 
 class WahaClient:
-    """urllib3 directly rather than requests: two calls per reply, and requests' per-call work showed in profiles.
-
-    One connection pool for WAHA's host, called with the path alone: a PoolManager parses the URL and looks the
-    pool up again on every call, a tenth of the worker's CPU in ``python -m bench.profile``.
-    """
+    """Two calls per reply (sendSeen, sendText) over keep-alive connections to WAHA's host (libcurl: a fifth of
+    urllib3's CPU per call, and urllib3's was a third of the worker's in ``python -m bench.profile``)."""
 
     provider = "waha"  # the provider seam (wsm.providers.base.Outbound)
     window_s = 0  # WhatsApp Web has no customer-service window
 
-    def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0, pool_size: int = 64) -> None:
+    def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
-        self.headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
         if api_key:
-            self.headers["X-Api-Key"] = api_key
-        retry = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2, allowed_methods=None)
-        self.http = urllib3.connection_from_url(
-            self.base_url, maxsize=pool_size, block=False, retries=retry, timeout=urllib3.Timeout(total=timeout_s)
-        )
-        self.prefix = urlsplit(self.base_url).path  # WAHA behind a proxy path: http://host/waha
+            headers["X-Api-Key"] = api_key
+        self.http = HttpClient(self.base_url, headers, timeout_s)  # WAHA behind a proxy path: http://host/waha
 
     def send_text(self, session: str, chat_id: str, text: str) -> str:
         """Send a text; returns WAHA's message id ('' when this engine's answer has none)."""
@@ -85,13 +76,12 @@ class WahaClient:
         ``timeout_s`` > 0: that timeout and no retry, for a call that must not hold its caller up."""
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         endpoint = endpoint or path.rsplit("/", 1)[-1]
-        quick: dict[str, Any] = {"timeout": urllib3.Timeout(total=timeout_s), "retries": False} if timeout_s else {}
         started = time.perf_counter()
         try:
-            res = self.http.urlopen(method, self.prefix + path, body=payload, headers=self.headers, **quick)
-        except urllib3.exceptions.HTTPError as e:
+            res = self.http.request(method, path, payload, timeout_s=timeout_s, retry=not timeout_s)
+        except TransportError as e:
             metrics.waha_request(endpoint, "error", time.perf_counter() - started)
-            raise WahaRetryable(f"{path}: {type(e).__name__}") from None
+            raise WahaRetryable(f"{path}: {e}") from None
         metrics.waha_request(endpoint, str(res.status), time.perf_counter() - started)
         if res.status >= 500 or res.status == 429:
             raise WahaRetryable(f"{path}: HTTP {res.status}")
@@ -100,13 +90,13 @@ class WahaClient:
         if res.status >= 400:
             raise WahaRejected(f"{path}: HTTP {res.status} {self._error_text(res)}")
         try:
-            return json.loads(res.data) if res.data else {}
+            return json.loads(res.body) if res.body else {}
         except ValueError:
             return {}  # every caller reads fields with defaults; lid_phone refuses the empty answer
 
-    def _error_text(self, res: urllib3.BaseHTTPResponse) -> str:
+    def _error_text(self, res: Answer) -> str:
         """WAHA's own error text, short, with our API key blanked should WAHA (or a proxy) echo it back."""
-        raw = res.data.decode("utf-8", "replace")
+        raw = res.body.decode("utf-8", "replace")
         try:
             data = json.loads(raw)
             text = str(data.get("error") or data.get("message") or data) if isinstance(data, dict) else str(data)

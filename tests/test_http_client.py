@@ -1,0 +1,141 @@
+"""The client every hot-path call goes through, on libcurl and on its urllib3 fallback, against a real HTTP/1.1
+server on a free port."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+
+from infra.platform.redis_server import free_port
+from wsm.core.http_client import Answer, CurlClient, HttpClient, TransportError, Urllib3Client
+
+
+class Recording(BaseHTTPRequestHandler):
+    """Answers 201 with what it was sent; counts the connections it was sent them on."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as WAHA and the functions answer
+    connections: ClassVar[set[int]] = set()
+    delay_s = 0.0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    def do_POST(self) -> None:
+        self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+    def _answer(self, body: bytes) -> None:
+        with self.lock:
+            self.connections.add(id(self.connection))
+        time.sleep(self.delay_s)
+        seen = {"method": self.command, "path": self.path, "body": body.decode(), "key": self.headers.get("X-Key")}
+        seen["expect"] = self.headers.get("Expect")
+        out = json.dumps(seen).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    Recording.connections = set()
+    Recording.delay_s = 0.0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(params=[CurlClient, Urllib3Client], ids=["curl", "urllib3"])
+def client(request: pytest.FixtureRequest) -> type[HttpClient]:
+    return request.param
+
+
+def test_pycurl_is_what_runs_here() -> None:
+    assert HttpClient is CurlClient  # make setup installs it; only a platform without its wheel falls back
+
+
+def seen(answer: Answer) -> dict:
+    return json.loads(answer.body)
+
+
+def test_calls_go_to_the_base_path_with_its_query_and_the_client_headers(
+    server: ThreadingHTTPServer, client: type[HttpClient]
+) -> None:
+    http = client(f"http://127.0.0.1:{server.server_port}/waha/?k=1", {"X-Key": "s3"}, timeout_s=5)
+    posted = http.request("POST", "/api/sendText", json.dumps({"text": "olá"}, ensure_ascii=False).encode())
+    got = http.request("GET", "/api/sessions/default")
+    assert posted.status == 201 and seen(posted)["path"] == "/waha/api/sendText?k=1"
+    assert seen(posted)["body"] == '{"text": "olá"}' and seen(posted)["key"] == "s3"
+    assert seen(posted)["expect"] is None  # never waits for a 100-continue
+    assert seen(got)["method"] == "GET" and seen(got)["body"] == ""
+
+
+def test_sequential_calls_reuse_one_connection(server: ThreadingHTTPServer, client: type[HttpClient]) -> None:
+    http = client(f"http://127.0.0.1:{server.server_port}", {}, timeout_s=5)
+    for i in range(20):
+        assert seen(http.request("POST", "/x", str(i).encode()))["body"] == str(i)
+    assert len(Recording.connections) == 1
+
+
+def test_concurrent_calls_each_get_their_own_answer(server: ThreadingHTTPServer, client: type[HttpClient]) -> None:
+    Recording.delay_s = 0.02
+    http = client(f"http://127.0.0.1:{server.server_port}", {}, timeout_s=5)
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda i: seen(http.request("POST", f"/{i}", str(i).encode())), range(40)))
+    assert [(b["path"], b["body"]) for b in bodies] == [(f"/{i}", str(i)) for i in range(40)]
+    assert 1 < len(Recording.connections) <= 8  # as many connections as calls at once, then reused
+
+
+def test_a_server_that_is_not_there_is_a_transport_error_after_the_connect_retries(client: type[HttpClient]) -> None:
+    http = client(f"http://127.0.0.1:{free_port()}", {}, timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="refused") as caught:
+        http.request("POST", "/api/sendText", b"{}")
+    assert not caught.value.timed_out
+    assert time.monotonic() - started >= 0.4  # two further tries, the second after a pause
+    with pytest.raises(TransportError):
+        client(f"http://127.0.0.1:{free_port()}", {}, timeout_s=2).request("GET", "/", retry=False)
+
+
+def test_a_slow_answer_is_a_timeout_and_the_client_still_works_after(
+    server: ThreadingHTTPServer, client: type[HttpClient]
+) -> None:
+    http = client(f"http://127.0.0.1:{server.server_port}", {}, timeout_s=5)
+    Recording.delay_s = 1.0
+    with pytest.raises(TransportError, match="timed out") as caught:
+        http.request("POST", "/slow", b"{}", timeout_s=0.2)
+    assert caught.value.timed_out
+    Recording.delay_s = 0.0
+    assert http.request("POST", "/fast", b"1").status == 201
+
+
+def test_errors_never_name_the_url(client: type[HttpClient]) -> None:
+    secret_url = f"http://user:pw@127.0.0.1:{free_port()}/path?token=hunter2"
+    with pytest.raises(TransportError) as caught:
+        client(secret_url, {}, timeout_s=1).request("GET", "/", retry=False)
+    assert "hunter2" not in str(caught.value) and "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/", "file:///etc/passwd", "127.0.0.1:8080", ""])
+def test_only_http_urls_are_accepted(url: str, client: type[HttpClient]) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        client(url, {}, timeout_s=1)
+
+
+def test_only_get_and_post(server: ThreadingHTTPServer, client: type[HttpClient]) -> None:
+    with pytest.raises(ValueError, match="unsupported method"):
+        client(f"http://127.0.0.1:{server.server_port}", {}, timeout_s=1).request("DELETE", "/")
