@@ -61,3 +61,31 @@ def test_make_local_and_compose_default_to_fsync_always() -> None:
     command = yaml.safe_load(compose.read_text())["services"]["redis"]["command"]
     command = " ".join(map(str, command)) if isinstance(command, list) else command
     assert "--appendonly yes" in command and "--appendfsync always" in command
+
+
+def test_a_lease_does_not_survive_a_redis_crash_and_its_old_holder_cannot_commit(monkeypatch) -> None:
+    """The lease is kept out of the AOF (its script's answer waits for no fsync): a crash forgets it, which is
+    an early expiry: the old holder's commit is refused, the next holder reads what was committed and answers."""
+    from wsm.store.chat_store import ChatStore
+    from wsm.store.scripts import Scripts
+    from wsm.store.turn import Turn
+
+    with RedisServer(appendonly=True, appendfsync="always") as server:
+        assert acknowledge_then_crash(server, monkeypatch, 1) == ["mensagem 0"]
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        settings = get_settings()
+        old = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        snapshot = old.acquire()
+        assert snapshot is not None and [m["text"] for m in snapshot.inbox] == ["mensagem 0"]
+        assert ChatStore(r, Scripts(r), settings, "default", ALICE).acquire() is None  # held while Redis is up
+        server.kill()
+        server.start()
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        new = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        again = new.acquire()
+        assert again is not None and [m["text"] for m in again.inbox] == ["mensagem 0"]  # nothing was lost
+        old.redis, old.scripts = r, Scripts(r)
+        assert not old.commit(Turn(["tarde demais"]))
+        assert new.commit(Turn(["em dia"]), handled=1)
+        assert [m["text"] for m in read_history(r, "default", ALICE)] == ["mensagem 0", "em dia"]
+        get_settings.cache_clear()

@@ -11,7 +11,7 @@ from wsm.store import keys
 def test_all_keys_of_a_session_and_its_chats_share_one_cluster_slot() -> None:
     sk = keys.SessionKeys("clinic-1")
     chat = sk.chat("5511988887777@c.us")
-    session_keys = [sk.ready, sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.handle_stats, sk.fence, sk.status]
+    session_keys = [sk.ready, sk.active, sk.queue, sk.queue_seq, sk.notify_due, sk.handle_stats, sk.status]
     session_keys.append(sk.sweep_cursor)
     every = [*session_keys, sk.seen("false_x_y"), sk.early_ack("true_x_y"), *chat.all()]
     assert {key_slot(k.encode()) for k in every} == {key_slot(b"{clinic-1}")}

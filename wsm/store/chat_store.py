@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -86,13 +87,15 @@ class ChatStore:
 
     def acquire(self) -> Snapshot | None:
         """Take the lease and read state and inbox in one step; None when another handler holds the chat."""
+        token = secrets.token_hex(8)  # 64 random bits: never the token of a lease a Redis restart forgot
         found = self.scripts.acquire_lease(
-            keys=[self.sk.fence, self.ck.lease, self.ck.state, self.ck.inbox, self.sk.active, self.sk.queue],
-            args=[self.settings.lease_ms],
+            keys=[self.ck.lease, self.ck.state, self.ck.inbox, self.sk.active, self.sk.queue],
+            args=[token, self.settings.lease_ms],
         )
         if not found:
             return None
-        self.token, flat_state, inbox, active, queued = found
+        self.token = token
+        flat_state, inbox, active, queued = found
         self._renewed_at = time.monotonic()
         state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
         return Snapshot(state, [record_codec.decode(raw, self.chat_id) for raw in inbox], active, queued)

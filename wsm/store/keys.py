@@ -23,7 +23,6 @@ Per session ``S`` (prefix ``wsm:{S}:``):
 | ``notify:due`` | zset | waiting chats, score = ms when they may be told again | ingest, notifier | one member per waiting chat |
 | ``stats:handle_ms`` | list | recent conversation durations (ms) | worker | last 50 |
 | ``waitlist:sent`` | zset | JSON ``{chat, apt}`` of waitlist offers sent, score = ms to pass it on if unanswered | notifier | removed when answered or passed on |
-| ``fence`` | string | fencing-token counter for leases | worker, notifier | counter |
 | ``sweep:cursor`` | string | SSCAN cursor of the tick's walk through ``ready`` (0: start again) | worker | 1 per session |
 | ``session`` | hash | WAHA session ``status``, ``updated_ms``, ``event_ms``, ``changed_ms``; ``held_ms`` while sends are held (422) | webhook (status), outbox (``held_ms``) | 1 hash |
 | ``ack:<payload.id>`` | string | an ack that arrived before its message | webhook | 1 h |
@@ -154,7 +153,6 @@ class SessionKeys:
         self.queue_seq = f"{tag}:queue:seq"
         self.notify_due = f"{tag}:notify:due"
         self.handle_stats = f"{tag}:stats:handle_ms"
-        self.fence = f"{tag}:fence"
         self.sweep_cursor = f"{tag}:sweep:cursor"
         self.status = f"{tag}:session"
         self.offers_sent = f"{tag}:waitlist:sent"  # waitlist offers sent, awaiting an answer (see reminders)

@@ -1,18 +1,23 @@
--- acquire_lease: take a chat's lease with a new fencing token and, if taken, read what the holder needs.
--- One round trip instead of three (token, lease, read) on the worker's hot path; the sizes of the session's active
+-- acquire_lease: take a chat's lease under the caller's token and, if taken, read what the holder needs.
+-- One round trip instead of two (lease, read) on the worker's hot path; the sizes of the session's active
 -- set and queue come along, so the worker asks for admission only when someone waits and a slot may be free.
 --
--- KEYS[1] fence (token counter)  KEYS[2] chat lease  KEYS[3] chat state  KEYS[4] chat inbox
--- KEYS[5] active  KEYS[6] queue
--- ARGV[1] lease length (ms)
+-- The lease is not written to the AOF or to replicas (REPL_NONE): this script then writes nothing durable, so
+-- its answer does not wait for an fsync. A lease lost in a restart or a failover is a lease expired early: every
+-- write of its holder checks the token first (commit_turn, outbox_sent, heartbeat_lease, release) and fails, and
+-- whoever takes the chat next reads what was committed. The token is the caller's random one, so a lease a
+-- restart forgot cannot be confused with the next one (a counter here would restart from the AOF's value).
+--
+-- KEYS[1] chat lease  KEYS[2] chat state  KEYS[3] chat inbox  KEYS[4] active  KEYS[5] queue
+-- ARGV[1] lease token (random)  ARGV[2] lease length (ms)
 -- Returns false when another handler holds the chat,
--- else {token, state as a flat list, inbox entries, chats active, chats queued}
+-- else {state as a flat list, inbox entries, chats active, chats queued}
 
-local token = redis.call('INCR', KEYS[1])
-if not redis.call('SET', KEYS[2], token, 'NX', 'PX', ARGV[1]) then
+redis.set_repl(redis.REPL_NONE)
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return false
 end
 return {
-  tostring(token), redis.call('HGETALL', KEYS[3]), redis.call('LRANGE', KEYS[4], 0, -1),
-  redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6]),
+  redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[3], 0, -1),
+  redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]),
 }
