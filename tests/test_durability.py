@@ -89,3 +89,55 @@ def test_a_lease_does_not_survive_a_redis_crash_and_its_old_holder_cannot_commit
         assert new.commit(Turn(["em dia"]), handled=1)
         assert [m["text"] for m in read_history(r, "default", ALICE)] == ["mensagem 0", "em dia"]
         get_settings.cache_clear()
+
+
+def test_a_reply_sent_while_redis_restarts_is_popped_by_its_sender_and_sent_once(monkeypatch, sim) -> None:
+    """Redis forgets the lease while its holder is sending: the holder takes it back with its pop (nobody else
+    holds the chat and the reply is still the outbox's head), so no later handler sends the reply again."""
+    from wsm.delivery.outbox import Delivery, Sender
+    from wsm.store.chat_store import ChatStore
+    from wsm.store.scripts import Scripts
+    from wsm.store.turn import Turn
+    from wsm.waha.client import WahaClient
+
+    monkeypatch.setenv("WSM_TYPING_MS_PER_CHAR", "0")
+    with RedisServer(appendonly=True, appendfsync="always") as server:
+        acknowledge_then_crash(server, monkeypatch, 1)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        settings = get_settings()
+        holder = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        assert holder.acquire() is not None
+        assert holder.commit(Turn(["olá, Alice"]), handled=1)
+        server.kill()
+        server.start()  # the committed reply survives; the lease does not
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        holder.redis, holder.scripts = r, Scripts(r)
+        assert Sender(r, WahaClient(sim.url, timeout_s=5)).deliver(holder, release_examined=0) is Delivery.DONE
+        later = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        assert later.acquire() is not None
+        assert Sender(r, WahaClient(sim.url, timeout_s=5)).deliver(later) is Delivery.DONE
+        assert [c.json["text"] for c in sim.sent_texts(ALICE)] == ["olá, Alice"]
+        assert [m["status"] for m in read_history(r, "default", ALICE) if m["direction"] == "out"] == ["SENT"]
+        get_settings.cache_clear()
+
+
+def test_a_sender_that_lost_the_chat_to_another_handler_stops_sending(monkeypatch, sim) -> None:
+    from wsm.delivery.outbox import Delivery, Sender
+    from wsm.store.chat_store import ChatStore
+    from wsm.store.scripts import Scripts
+    from wsm.store.turn import Turn
+    from wsm.waha.client import WahaClient
+
+    monkeypatch.setenv("WSM_TYPING_MS_PER_CHAR", "0")
+    with RedisServer(appendonly=True, appendfsync="always") as server:
+        acknowledge_then_crash(server, monkeypatch, 1)
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        settings = get_settings()
+        holder = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        assert holder.acquire() is not None
+        assert holder.commit(Turn(["um"]), handled=1) and holder.commit(Turn(["dois"]))
+        r.set(holder.ck.lease, "someone-else")  # its lease went and another handler took the chat
+        assert Sender(r, WahaClient(sim.url, timeout_s=5)).deliver(holder) is Delivery.LOST_LEASE
+        assert [c.json["text"] for c in sim.sent_texts(ALICE)] == ["um"]  # under way already; "dois" never started
+        assert r.llen(holder.ck.outbox) == 2  # both left to the handler that has the chat
+        get_settings.cache_clear()

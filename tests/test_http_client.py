@@ -139,3 +139,39 @@ def test_only_http_urls_are_accepted(url: str, client: type[HttpClient]) -> None
 def test_only_get_and_post(server: ThreadingHTTPServer, client: type[HttpClient]) -> None:
     with pytest.raises(ValueError, match="unsupported method"):
         client(f"http://127.0.0.1:{server.server_port}", {}, timeout_s=1).request("DELETE", "/")
+
+
+def test_a_root_url_posts_to_slash(server: ThreadingHTTPServer, client: type[HttpClient]) -> None:
+    http = client(f"http://127.0.0.1:{server.server_port}/", {}, timeout_s=5)  # the router's targets look so
+    assert seen(http.request("POST", "", b"{}"))["path"] == "/"
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(302)
+        self.send_header("Location", "/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_is_an_error_never_a_send_nor_followed(client: type[HttpClient]) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TransportError, match="redirected"):
+            client(f"http://127.0.0.1:{httpd.server_port}", {}, timeout_s=5).request("POST", "/api/sendText", b"{}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("value", ["chave-ç", "a\r\nX-Evil: 1"])
+def test_a_header_that_is_not_one_line_of_ascii_is_refused_at_once(value: str, client: type[HttpClient]) -> None:
+    with pytest.raises(ValueError, match="one line of ASCII"):
+        client("http://127.0.0.1:9", {"X-Api-Key": value}, timeout_s=1)

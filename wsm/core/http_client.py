@@ -61,6 +61,9 @@ class _Client:
         self.query = f"?{parts.query}" if parts.query else ""
         self.timeout_s = timeout_s
         self.connect_retries = connect_retries
+        for name, value in headers.items():
+            if not (name + value).isascii() or "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} must be one line of ASCII")
         self.headers = headers
 
     def request(
@@ -75,9 +78,11 @@ class _Client:
         """One GET or POST; ``headers`` ("Name: value") add to the client's; ``timeout_s`` > 0 replaces its timeout."""
         if method not in ("GET", "POST"):
             raise ValueError(f"unsupported method {method!r}")
-        return self._request(
-            method, self.prefix + path + self.query, body, headers or [], timeout_s or self.timeout_s, retry
-        )
+        target = (self.prefix + path or "/") + self.query
+        answer = self._request(method, target, body, headers or [], timeout_s or self.timeout_s, retry)
+        if 300 <= answer.status < 400:  # never followed: a POST must not be re-sent elsewhere, nor taken as sent
+            raise TransportError(f"redirected (HTTP {answer.status}): the configured URL is not the server's own")
+        return answer
 
     def _request(
         self, method: str, target: str, body: bytes | None, headers: list[str], timeout_s: float, retry: bool
@@ -180,7 +185,7 @@ class Urllib3Client(_Client):
     ) -> Answer:
         sent = dict(self.headers)
         sent.update(line.split(": ", 1) for line in headers)
-        extra: dict = {"timeout": urllib3.Timeout(total=timeout_s)}
+        extra: dict = {"timeout": urllib3.Timeout(total=timeout_s), "redirect": False}
         if not retry:
             extra["retries"] = False
         try:

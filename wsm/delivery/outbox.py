@@ -87,11 +87,14 @@ class Sender:
                 return Delivery.RETRY_LATER
             except WahaRejected as e:
                 self._dead_letter(chat, entry, str(e))
-                self._record(chat, entry["id"], "", "FAILED")
+                if not self._record(chat, entry["id"], "", "FAILED"):
+                    return Delivery.LOST_LEASE
                 continue
             last = release_examined is not None and not state_retry and raw is outbox[-1]
-            self._record(chat, entry["id"], waha_id, "SENT", release_examined if last else None)  # + console event
+            held = self._record(chat, entry["id"], waha_id, "SENT", release_examined if last else None)  # + event
             _count_sent(entry)
+            if not held:  # another handler has the chat: it sends what is left (this reply too, if it was not popped)
+                return Delivery.LOST_LEASE
         if state_retry:
             self.redis.hdel(chat.ck.state, "send_retry_at_ms", "send_attempts")
         return Delivery.DONE
@@ -130,13 +133,14 @@ class Sender:
 
     def _record(
         self, chat: ChatStore, reply_id: str, waha_id: str, status: str, release_examined: int | None = None
-    ) -> None:
-        """Pop the reply and file its outcome; with ``release_examined``, give the lease back if nothing is left."""
+    ) -> bool:
+        """Pop the reply and file its outcome; with ``release_examined``, give the lease back if nothing is left.
+        False when another handler holds the chat now (the pop was refused)."""
         sk, ck, filed_as, s = chat.sk, chat.ck, waha_id or reply_id, chat.settings
         keys_ = [ck.lease, ck.outbox, ck.history, ck.seen, sk.early_ack(filed_as), sk.events_stream]
         args = [
             chat.token, reply_id, record_codec.compact_id(waha_id, chat.chat_id), now_ms(), s.dedupe_ttl_s, status,
-            s.dedupe_window, s.dedupe_max, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE, chat.chat_id,
+            s.dedupe_window, s.dedupe_max, sk.EVENTS_STREAM_MAX, event_stream.MESSAGE, chat.chat_id, s.lease_ms,
         ]  # fmt: skip
         if release_examined is not None:
             keys_ += [ck.inbox, sk.ready, ck.state]
@@ -144,6 +148,7 @@ class Sender:
         result = chat.scripts.outbox_sent(keys=keys_, args=args)
         if isinstance(result, str) and result.startswith("released:"):
             chat.released(result.endswith("1"))
+        return result != "lost_lease"
 
     def _retry_later(self, chat: ChatStore, error: str) -> None:
         attempts = int(self.redis.hincrby(chat.ck.state, "send_attempts", 1))

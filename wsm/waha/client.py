@@ -58,7 +58,7 @@ class WahaClient:
         self._post("/api/stopTyping", {"session": session, "chatId": chat_id})
 
     def session_status(self, session: str) -> str:
-        return str(self._call("GET", f"/api/sessions/{session}", endpoint="sessions").get("status", ""))
+        return str(self._call("GET", f"/api/sessions/{quote(session, safe='')}", endpoint="sessions").get("status", ""))
 
     def lid_phone(self, session: str, lid: str, timeout_s: float) -> str | None:
         """The phone chat WAHA knows for a ``…@lid`` chat, None when it knows none; one try within ``timeout_s``."""

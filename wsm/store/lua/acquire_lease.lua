@@ -2,10 +2,12 @@
 -- One round trip instead of two (lease, read) on the worker's hot path; the sizes of the session's active
 -- set and queue come along, so the worker asks for admission only when someone waits and a slot may be free.
 --
--- The lease is not written to the AOF or to replicas (REPL_NONE): this script then writes nothing durable, so
--- its answer does not wait for an fsync. A lease lost in a restart or a failover is a lease expired early: every
--- write of its holder checks the token first (commit_turn, outbox_sent, heartbeat_lease, release) and fails, and
--- whoever takes the chat next reads what was committed. The token is the caller's random one, so a lease a
+-- The lease is not propagated to the AOF or to replicas (REPL_NONE): this script then writes nothing to the AOF,
+-- so its answer does not wait for an fsync. (A snapshot, an AOF rewrite or a full resync still copies the key as
+-- it stands: harmless, it comes back with its token and its expiry.) A lease lost in a restart or a failover is
+-- a lease expired early: every write of its holder checks the token first (commit_turn, heartbeat_lease,
+-- release) and fails, and whoever takes the chat next reads what was committed; outbox_sent takes a lease nobody
+-- holds back when the reply it pops is still the head. The token is the caller's random one, so a lease a
 -- restart forgot cannot be confused with the next one (a counter here would restart from the AOF's value).
 --
 -- KEYS[1] chat lease  KEYS[2] chat state  KEYS[3] chat inbox  KEYS[4] active  KEYS[5] queue

@@ -8,17 +8,28 @@
 -- ARGV[4] now (ms)  ARGV[5] dedupe ttl (s)  ARGV[6] "SENT" | "FAILED"
 -- ARGV[7] dedupe window (records)  ARGV[8] dedupe max (ids kept in seen)
 -- ARGV[9] events stream length kept (XADD MAXLEN ~)  ARGV[10] the stream's type of a message event  ARGV[11] chat
--- With ARGV[12] = "1" and the outbox empty after the pop, the lease is given back in the same step (_release_lib):
--- KEYS[7] chat inbox  KEYS[8] ready  KEYS[9] chat state  ARGV[13] inbox length examined  ARGV[14] status waiting
+-- ARGV[12] lease length (ms)
+-- With ARGV[13] = "1" and the outbox empty after the pop, the lease is given back in the same step (_release_lib):
+-- KEYS[7] chat inbox  KEYS[8] ready  KEYS[9] chat state  ARGV[14] inbox length examined  ARGV[15] status waiting
 -- Returns "ok" | "lost_lease" | "not_head", or "released:0" | "released:1" (1: the chat has work left)
+--
+-- A lease nobody holds (a Redis restart or failover forgot it, acquire_lease.lua, or it expired) is taken back
+-- when what was sent is still the outbox's head: nobody else sent and popped it meanwhile, so the pop is ours, and
+-- the holder keeps the chat for the rest of its outbox instead of leaving the reply to be sent a second time.
 
 local function pop_and_record()
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  local holder = redis.call('GET', KEYS[1])
+  if holder and holder ~= ARGV[1] then
     return 'lost_lease'
   end
   local head = redis.call('LINDEX', KEYS[2], 0)
   if not head or cjson.decode(head)['id'] ~= ARGV[2] then
     return 'not_head'
+  end
+  if not holder then
+    redis.set_repl(redis.REPL_NONE)  -- as every lease: not in the AOF or on replicas
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[12])
+    redis.set_repl(redis.REPL_ALL)
   end
   redis.call('LPOP', KEYS[2])
   if KEYS[6] and ARGV[6] == 'SENT' then
@@ -63,7 +74,7 @@ local function pop_and_record()
 end
 
 local result = pop_and_record()
-if ARGV[12] == '1' and result == 'ok' and redis.call('LLEN', KEYS[2]) == 0 then
-  return 'released:' .. release(KEYS[1], KEYS[7], KEYS[2], KEYS[8], KEYS[9], ARGV[1], ARGV[11], ARGV[13], ARGV[14])
+if ARGV[13] == '1' and result == 'ok' and redis.call('LLEN', KEYS[2]) == 0 then
+  return 'released:' .. release(KEYS[1], KEYS[7], KEYS[2], KEYS[8], KEYS[9], ARGV[1], ARGV[11], ARGV[14], ARGV[15])
 end
 return result
