@@ -1,7 +1,7 @@
 """A keep-alive HTTP/1.1 client for the calls on the hot path: the provider's API and the router's deliveries.
 
 libcurl (pycurl) rather than urllib3: a POST and its answer cost 50 µs of CPU against urllib3's 250 µs
-(measured side by side against one local server, README "Performance"), and a reply takes two of them.
+(``python -m bench.http_clients``, side by side against one local server), and a reply takes three of them.
 One curl handle serves one call at a time and keeps its connection open, so the client keeps a stack of
 idle handles and makes another when every handle is busy: as many open connections as calls at once.
 Where pycurl has no wheel (AWS Lambda's Python 3.11 runs on glibc 2.26, its wheels need 2.28) the same
@@ -34,7 +34,7 @@ _CA_FILE = ssl.get_default_verify_paths().cafile  # the system's CA bundle, as P
 
 
 class TransportError(Exception):
-    """No HTTP answer: refused, unreachable, timed out or cut; the text names curl's reason, never the URL."""
+    """No usable answer: refused, unreachable, timed out, cut, or a redirect; the text never holds the URL."""
 
     def __init__(self, reason: str, timed_out: bool = False) -> None:
         super().__init__(reason)
