@@ -4,6 +4,7 @@ A SIGKILLed redis-server models a Redis crash. With AOF on, both ``appendfsync a
 ``everysec`` keep every acknowledged message across it, because Redis write()s the AOF before it
 replies; they differ only on an OS crash or power loss (``everysec`` may lose the last second, which
 this machine cannot simulate). With AOF off and no snapshot, an acknowledged message is gone.
+A chat's lease is not kept at all (it waits for no fsync): a crash forgets it, which is an early expiry.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from infra.waha_sim import payloads as wp
 from tests.webhook_app import webhook_app
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
+from wsm.delivery.outbox import Delivery, Sender
+from wsm.store.chat_store import ChatStore
+from wsm.store.scripts import Scripts
+from wsm.store.turn import Turn
+from wsm.waha.client import WahaClient
 
 ALICE = "5511988887777@c.us"
 
@@ -36,6 +42,20 @@ def acknowledge_then_crash(server: RedisServer, monkeypatch: pytest.MonkeyPatch,
     survivors = read_history(redis.Redis.from_url(server.url, decode_responses=True), "default", ALICE)
     get_settings.cache_clear()
     return [m["text"] for m in survivors]
+
+
+def alices_chat(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> tuple[redis.Redis, ChatStore]:
+    """Alice's one message, acknowledged and kept across a crash, and a handler for her chat (not yet holding it)."""
+    assert acknowledge_then_crash(server, monkeypatch, 1) == ["mensagem 0"]
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    return r, ChatStore(r, Scripts(r), get_settings(), "default", ALICE)
+
+
+def reconnect(server: RedisServer, store: ChatStore) -> redis.Redis:
+    """A client of the restarted server, and ``store`` (a handler that lived through the restart) on it."""
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    store.redis, store.scripts = r, Scripts(r)
+    return r
 
 
 @pytest.mark.parametrize("appendfsync", ["always", "everysec"])
@@ -66,25 +86,17 @@ def test_make_local_and_compose_default_to_fsync_always() -> None:
 def test_a_lease_does_not_survive_a_redis_crash_and_its_old_holder_cannot_commit(monkeypatch) -> None:
     """The lease is kept out of the AOF (its script's answer waits for no fsync): a crash forgets it, which is
     an early expiry: the old holder's commit is refused, the next holder reads what was committed and answers."""
-    from wsm.store.chat_store import ChatStore
-    from wsm.store.scripts import Scripts
-    from wsm.store.turn import Turn
-
     with RedisServer(appendonly=True, appendfsync="always") as server:
-        assert acknowledge_then_crash(server, monkeypatch, 1) == ["mensagem 0"]
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        settings = get_settings()
-        old = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        r, old = alices_chat(server, monkeypatch)
         snapshot = old.acquire()
         assert snapshot is not None and [m["text"] for m in snapshot.inbox] == ["mensagem 0"]
-        assert ChatStore(r, Scripts(r), settings, "default", ALICE).acquire() is None  # held while Redis is up
+        assert ChatStore(r, Scripts(r), old.settings, "default", ALICE).acquire() is None  # held while Redis is up
         server.kill()
         server.start()
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        new = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        r = reconnect(server, old)
+        new = ChatStore(r, Scripts(r), old.settings, "default", ALICE)
         again = new.acquire()
         assert again is not None and [m["text"] for m in again.inbox] == ["mensagem 0"]  # nothing was lost
-        old.redis, old.scripts = r, Scripts(r)
         assert not old.commit(Turn(["tarde demais"]))
         assert new.commit(Turn(["em dia"]), handled=1)
         assert [m["text"] for m in read_history(r, "default", ALICE)] == ["mensagem 0", "em dia"]
@@ -94,26 +106,16 @@ def test_a_lease_does_not_survive_a_redis_crash_and_its_old_holder_cannot_commit
 def test_a_reply_sent_while_redis_restarts_is_popped_by_its_sender_and_sent_once(monkeypatch, sim) -> None:
     """Redis forgets the lease while its holder is sending: the holder takes it back with its pop (nobody else
     holds the chat and the reply is still the outbox's head), so no later handler sends the reply again."""
-    from wsm.delivery.outbox import Delivery, Sender
-    from wsm.store.chat_store import ChatStore
-    from wsm.store.scripts import Scripts
-    from wsm.store.turn import Turn
-    from wsm.waha.client import WahaClient
-
     monkeypatch.setenv("WSM_TYPING_MS_PER_CHAR", "0")
     with RedisServer(appendonly=True, appendfsync="always") as server:
-        acknowledge_then_crash(server, monkeypatch, 1)
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        settings = get_settings()
-        holder = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        r, holder = alices_chat(server, monkeypatch)
         assert holder.acquire() is not None
         assert holder.commit(Turn(["olá, Alice"]), handled=1)
         server.kill()
         server.start()  # the committed reply survives; the lease does not
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        holder.redis, holder.scripts = r, Scripts(r)
+        r = reconnect(server, holder)
         assert Sender(r, WahaClient(sim.url, timeout_s=5)).deliver(holder, release_examined=0) is Delivery.DONE
-        later = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        later = ChatStore(r, Scripts(r), holder.settings, "default", ALICE)
         assert later.acquire() is not None
         assert Sender(r, WahaClient(sim.url, timeout_s=5)).deliver(later) is Delivery.DONE
         assert [c.json["text"] for c in sim.sent_texts(ALICE)] == ["olá, Alice"]
@@ -122,18 +124,9 @@ def test_a_reply_sent_while_redis_restarts_is_popped_by_its_sender_and_sent_once
 
 
 def test_a_sender_that_lost_the_chat_to_another_handler_stops_sending(monkeypatch, sim) -> None:
-    from wsm.delivery.outbox import Delivery, Sender
-    from wsm.store.chat_store import ChatStore
-    from wsm.store.scripts import Scripts
-    from wsm.store.turn import Turn
-    from wsm.waha.client import WahaClient
-
     monkeypatch.setenv("WSM_TYPING_MS_PER_CHAR", "0")
     with RedisServer(appendonly=True, appendfsync="always") as server:
-        acknowledge_then_crash(server, monkeypatch, 1)
-        r = redis.Redis.from_url(server.url, decode_responses=True)
-        settings = get_settings()
-        holder = ChatStore(r, Scripts(r), settings, "default", ALICE)
+        r, holder = alices_chat(server, monkeypatch)
         assert holder.acquire() is not None
         assert holder.commit(Turn(["um"]), handled=1) and holder.commit(Turn(["dois"]))
         r.set(holder.ck.lease, "someone-else")  # its lease went and another handler took the chat
