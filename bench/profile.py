@@ -14,6 +14,7 @@ blocked in a read): *self* (the function itself) and *total* (it or what it call
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,18 @@ def summarize(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int]], li
     return samples, own.most_common(top), total.most_common(top)
 
 
-def command_counts(client: redis.Redis) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
+def command_stats(client: redis.Redis) -> tuple[Counter[str], Counter[str]]:
+    """Calls and microseconds (Redis's own accounting: a script's include the commands it called) by command."""
+    stats = client.info("commandstats").items()
+    calls = Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats})
+    return calls, Counter({name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats})
+
+
+def redis_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the redis-server so far: fsync and socket work are system time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 @click.command()
@@ -105,12 +116,15 @@ def main(seconds: float, rate: int, top: int) -> None:
             spies[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attached
         client = client_for(system.redis_url)
-        cpu_before, commands_before = system_cpu(system, waha.pid), command_counts(client)
+        redis_pid = system.redis_server.proc.pid if system.redis_server and system.redis_server.proc else os.getpid()
+        cpu_before, split_before = system_cpu(system, waha.pid), redis_split(redis_pid)
+        calls, usec = command_stats(client)
         waha.reset(0)
         sent, _replies = latency.send_and_collect(plan, system.webhook_url, waha, seconds)
         cpu = cpu_delta(cpu_before, system_cpu(system, waha.pid))
-        commands = Counter(command_counts(client))
-        commands.subtract(commands_before)
+        calls_after, usec_after = command_stats(client)
+        commands, usec_by = calls_after - calls, usec_after - usec
+        split = [after - before for after, before in zip(redis_split(redis_pid), split_before, strict=True)]
         waha_calls = waha.calls()
         for proc in spies.values():
             proc.wait(timeout=seconds + 60)
@@ -119,6 +133,10 @@ def main(seconds: float, rate: int, top: int) -> None:
     click.echo("CPU ms per message: " + " | ".join(f"{n} {s * 1000 / messages:.2f}" for n, s in cpu.items()))
     per = ", ".join(f"{name} {n / messages:.2f}" for name, n in commands.most_common() if n > 0)
     click.echo(f"Redis commands per message: {commands.total() / messages:.1f} ({per})")
+    top_usec = ", ".join(f"{name} {n / messages:.0f}" for name, n in usec_by.most_common(8) if n > 0)
+    click.echo(f"Redis's own µs per message, by command (a script's include its commands): {top_usec}")
+    user_ms, system_ms = (seconds_ * 1000 / messages for seconds_ in split)
+    click.echo(f"redis-server CPU ms per message: user {user_ms:.2f} | system {system_ms:.2f}")
     click.echo("WAHA calls per message: " + ", ".join(f"{k} {v / messages:.2f}" for k, v in waha_calls.items()))
     for name in spies:
         samples, own, total = summarize(OUT / f"{name}.collapsed", top)

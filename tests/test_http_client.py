@@ -4,6 +4,7 @@ server on a free port."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import ClassVar
 import pytest
 
 from infra.platform.redis_server import free_port
-from wsm.core.http_client import Answer, CurlClient, HttpClient, TransportError, Urllib3Client
+from wsm.core.http_client import Answer, CurlClient, HttpClient, Transfers, TransportError, Urllib3Client
 
 
 class Recording(BaseHTTPRequestHandler):
@@ -175,3 +176,71 @@ def test_a_redirect_is_an_error_never_a_send_nor_followed(client: type[HttpClien
 def test_a_header_that_is_not_one_line_of_ascii_is_refused_at_once(value: str, client: type[HttpClient]) -> None:
     with pytest.raises(ValueError, match="one line of ASCII"):
         client("http://127.0.0.1:9", {"X-Api-Key": value}, timeout_s=1)
+
+
+# --- Transfers: many calls at once from one thread (the router's deliveries) ----------------------------------
+
+
+def run_until_done(transfers: Transfers, results: list, expected: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(results) < expected and time.monotonic() < deadline:
+        transfers.wait([], 0.05)
+
+
+def test_transfers_run_calls_at_once_from_one_thread_each_with_its_own_answer(server: ThreadingHTTPServer) -> None:
+    Recording.delay_s = 0.3
+    client, transfers, results = CurlClient(f"http://127.0.0.1:{server.server_port}/api", {}, 5), Transfers(), []
+    started = time.monotonic()
+    for i in range(8):
+        transfers.start(client, "POST", f"/n{i}", f"body {i}".encode(), [], results.append)
+    assert len(transfers) == 8
+    run_until_done(transfers, results, 8)
+    assert time.monotonic() - started < 8 * 0.3 / 2  # at once, not one after another
+    assert sorted(json.loads(r.body)["body"] for r in results) == [f"body {i}" for i in range(8)]
+    assert all(isinstance(r, Answer) and r.status == 201 for r in results) and len(transfers) == 0
+    again: list = []  # the handles went back to the client: a plain call reuses one
+    transfers.start(client, "GET", "/again", None, [], again.append)
+    run_until_done(transfers, again, 1)
+    assert json.loads(again[0].body)["path"] == "/api/again"
+    transfers.close()
+
+
+def test_a_transfer_that_cannot_connect_or_times_out_is_a_transport_error(server: ThreadingHTTPServer) -> None:
+    transfers, results = Transfers(), []
+    transfers.start(CurlClient(f"http://127.0.0.1:{free_port()}/", {}, 2), "POST", "", b"x", [], results.append)
+    run_until_done(transfers, results, 1)
+    assert isinstance(results[0], TransportError) and "refused" in str(results[0])
+    Recording.delay_s = 1.0
+    slow = CurlClient(f"http://127.0.0.1:{server.server_port}/", {}, 0.2)
+    transfers.start(slow, "POST", "", b"x", [], results.append)
+    run_until_done(transfers, results, 2)
+    assert isinstance(results[1], TransportError) and results[1].timed_out
+    transfers.close()
+
+
+def test_a_transfer_answered_with_a_redirect_is_an_error() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    transfers, results = Transfers(), []
+    try:
+        redirecting = CurlClient(f"http://127.0.0.1:{httpd.server_port}/", {}, 2)
+        transfers.start(redirecting, "POST", "", b"x", [], results.append)
+        run_until_done(transfers, results, 1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert isinstance(results[0], TransportError) and "redirected" in str(results[0])
+    transfers.close()
+
+
+def test_waiting_reports_which_of_the_callers_descriptors_can_be_read() -> None:
+    read_end, write_end = os.pipe()
+    transfers = Transfers()
+    try:
+        assert transfers.wait([read_end], 0.05) == set()
+        os.write(write_end, b"x")
+        assert transfers.wait([read_end], 1) == {read_end}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        transfers.close()

@@ -328,3 +328,28 @@ def test_an_attribute_with_a_line_break_is_refused_not_sent_as_two_headers() -> 
     assert f"ce-subject: {CHAT}" in headers and json.loads(body) == {"chat": CHAT}
     with pytest.raises(DeliveryRejected, match="line break"):
         binary_mode(CloudEvent({"type": RECEIVED, "source": "/wsm", "subject": "a\r\nX-Evil: 1"}, {}))
+
+
+def test_a_delivery_under_way_finishes_while_redis_is_down(own_redis, worker, make_router):
+    """The thread that listens also moves the deliveries on: while it waits out a Redis outage, they still end."""
+    worker.plan = slow(0.5)
+    router = make_router(redis_url=own_redis.url)
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    publish(client, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+    client.close()
+    wait_until(lambda: worker.active == 1 and len(worker.of_type(RECEIVED)) == 1)
+    before = router.counters.delivered
+    own_redis.kill()
+    wait_until(lambda: router.counters.delivered == before + 1, timeout_s=5)
+    assert [d.headers["ce-subject"] for d in worker.of_type(RECEIVED)] == [CHAT]
+    assert not router.wait_subscribed(0)  # it was still reconnecting meanwhile
+
+
+def test_stop_lets_a_delivery_under_way_finish(worker, make_router, r):
+    worker.plan = slow(0.4)
+    router = make_router()
+    publish(r, WakeUp(events.MESSAGE_RECEIVED, "default", CHAT))
+    wait_until(lambda: worker.active == 1 and len(worker.of_type(RECEIVED)) == 1)
+    before = router.counters.delivered
+    router.stop()
+    assert router.counters.delivered == before + 1 and router.in_flight == 0

@@ -12,6 +12,11 @@ doorbells (the Redis keys are the truth), which is what makes two shortcuts safe
 - **lossy reconnects**: events published while Redis was unreachable are lost,
   and the tick sent on every (re)subscription covers them.
 
+HTTP deliveries (libcurl) run in the thread that listens: it waits on its Pub/Sub connection and on every delivery
+under way at once (:class:`~wsm.core.http_client.Transfers`), so an event reaches its function with no hand-off
+between threads, which was a third of the router's CPU per message (``bench.profile``). Other targets (AWS Lambda,
+GCP Pub/Sub, HTTP without libcurl) are delivered from a pool of threads.
+
 On a Redis Cluster (``WSM_REDIS_CLUSTER=1``) events travel on one shard channel per session
 (:mod:`wsm.store.doorbells`): the router learns sessions from ``wsm:sessions``, SSUBSCRIBEs to each
 new one (and ticks it, covering what came before), and sends ticks per session, so no single run
@@ -21,11 +26,13 @@ slot map, with a tick, exactly like a reconnect.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import heapq
 import itertools
 import logging
+import os
 import random
 import signal
 import threading
@@ -49,6 +56,7 @@ from infra.platform.triggers import (
     Triggers,
     url_triggers,
 )
+from wsm.core.http_client import Transfers
 from wsm.core.privacy import mask_chat
 from wsm.core.settings import Settings
 from wsm.delivery.deadletter import EVENT, write_dead_letter
@@ -179,6 +187,16 @@ class Router:
         self._timers = _Timers()
         self._pool = ThreadPoolExecutor(settings.router_concurrency, thread_name_prefix="wsm-router")
         self._listener = threading.Thread(target=self._listen, name="wsm-router-pubsub", daemon=True)
+        # HTTP deliveries: queued by any thread, started and moved on by one (the listener; on a cluster its own)
+        startable = any(getattr(t, "can_start", False) for t in triggers.targets)
+        self._transfers = Transfers() if startable else None
+        self._queued: collections.deque[_Delivery] = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()  # another thread queued a delivery
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._pumper = self._listener
+        if settings.redis_cluster and self._transfers is not None:  # the sharded listener polls node by node
+            self._pumper = threading.Thread(target=self._pump_until_stopped, name="wsm-router-http", daemon=True)
         # Our own client without redis-py's silent retries: the listener notices every outage,
         # reconnects on its own schedule and ticks after each resubscription. On a cluster, the cluster
         # client (its retries are how it follows a failover's new slot map).
@@ -199,6 +217,8 @@ class Router:
 
     def start(self) -> Router:
         self._timers.start()
+        if self._pumper is not self._listener:
+            self._pumper.start()
         self._listener.start()
         self._timers.call_later(self.settings.tick_s, self._periodic_tick)
         return self
@@ -211,12 +231,19 @@ class Router:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        if self._listener.is_alive():
-            self._listener.join()
+        for thread in {self._listener, self._pumper}:
+            if thread.is_alive():
+                thread.join()
+        while self._transfers is not None and len(self._transfers):  # what is under way finishes (or times out)
+            self._transfers.wait([], POLL_S)
         self._timers.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._transfers is not None:
+            self._transfers.close()
         self.triggers.close()
         self._pubsub_redis.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
         log.info(
             "router stopped: %s; %d deliveries abandoned (the next tick covers them)", self.counters, self.in_flight
         )
@@ -276,17 +303,79 @@ class Router:
     def _submit(self, delivery: _Delivery) -> None:
         if self._stopping.is_set():
             return
+        if self._transfers is not None and getattr(delivery.target, "can_start", False):
+            self._queued.append(delivery)
+            if threading.current_thread() is not self._pumper:
+                with contextlib.suppress(BlockingIOError):  # the pipe is full: the pumper is woken already
+                    os.write(self._wake_write, b"\0")
+            return
         with contextlib.suppress(RuntimeError):  # the pool shut down between the check and the submit
             self._pool.submit(self._attempt, delivery)
 
     def _attempt(self, delivery: _Delivery) -> None:
-        with self._lock:  # this attempt starts after, so it covers, every identical event so far
-            self._in_flight[delivery.key] = False
-        started = time.perf_counter()
+        """One delivery from a pool thread (a target without :meth:`~infra.platform.triggers.HttpTarget.start`)."""
+        started = self._attempt_starts(delivery)
         try:
             delivery.target.deliver(delivery.cloudevent)
         except Exception as e:
-            self._failed(delivery, e, (time.perf_counter() - started) * 1000)
+            self._ended(delivery, e, started)
+            return
+        self._ended(delivery, None, started)
+
+    def _begin(self, delivery: _Delivery) -> None:
+        """Start one HTTP delivery among the transfers (on the pumping thread); :meth:`_ended` is called back."""
+        started = self._attempt_starts(delivery)
+        try:
+            delivery.target.start(delivery.cloudevent, self._transfers, lambda e: self._settle(delivery, e, started))  # type: ignore[attr-defined]
+        except Exception as e:  # refused before anything was sent (an attribute with a line break)
+            self._settle(delivery, e, started)
+
+    def _settle(self, delivery: _Delivery, error: Exception | None, started: float) -> None:
+        """:meth:`_ended` on the listening thread, which must outlive any surprise in it (a pool thread would)."""
+        try:
+            self._ended(delivery, error, started)
+        except Exception:
+            log.exception("handling the outcome of a %s delivery failed", delivery.event.type)
+
+    def _attempt_starts(self, delivery: _Delivery) -> float:
+        with self._lock:  # this attempt starts after, so it covers, every identical event so far
+            self._in_flight[delivery.key] = False
+        return time.perf_counter()
+
+    def _pump(self, readable: list[int], timeout_s: float) -> set[int]:
+        """Start queued HTTP deliveries, wait at most ``timeout_s`` for ``readable`` or a delivery's socket, move the
+        deliveries on (their outcomes are handled here); returns which of ``readable`` can be read."""
+        transfers: Transfers = self._transfers  # type: ignore[assignment]
+        self._start_queued(transfers)
+        ready = transfers.wait([*readable, self._wake_read], timeout_s)
+        if self._wake_read in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+        self._start_queued(transfers)
+        return ready
+
+    def _start_queued(self, transfers: Transfers) -> None:
+        while self._queued and len(transfers) < self.settings.router_concurrency:
+            self._begin(self._queued.popleft())
+
+    def _pump_until_stopped(self) -> None:
+        """The pumping thread beside a cluster's listener."""
+        while not self._stopping.is_set():
+            self._pump([], POLL_S)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (or until stop()); a pumping listener keeps its deliveries moving meanwhile."""
+        if self._transfers is None or threading.current_thread() is not self._pumper:
+            self._stopping.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._pump([], min(left, POLL_S))
+
+    def _ended(self, delivery: _Delivery, error: Exception | None, started: float) -> None:
+        """An attempt's outcome: a retry or a dead letter if it failed, else counted and finished."""
+        if error is not None:
+            self._failed(delivery, error, (time.perf_counter() - started) * 1000)
             return
         if log.isEnabledFor(logging.DEBUG):  # a line per delivery was a tenth of the router's CPU (bench.profile)
             self._log_outcome(logging.DEBUG, delivery, "ok", (time.perf_counter() - started) * 1000)
@@ -368,8 +457,10 @@ class Router:
                     continue
                 pubsub.subscribe(keys.EVENTS_CHANNEL)
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=POLL_S)
+                    message = pubsub.get_message(timeout=POLL_S if self._transfers is None else 0)
                     if message is None:
+                        if self._transfers is not None:  # wait for the next message and the deliveries together
+                            self._pump([_socket_of(pubsub)], POLL_S)
                         continue
                     if message["type"] == "subscribe":
                         recovered()
@@ -382,7 +473,7 @@ class Router:
                     outage_started = time.monotonic()
                     log.warning("redis unreachable (%s); reconnecting with backoff", type(e).__name__)
                 failures += 1
-                self._stopping.wait(backoff_s(failures, self.backoff_base_s, self.backoff_cap_s))
+                self._pause(backoff_s(failures, self.backoff_base_s, self.backoff_cap_s))
             finally:
                 pubsub.close()
         self._subscribed.clear()
@@ -429,6 +520,11 @@ class Router:
             )
             return
         self.route(event)
+
+
+def _socket_of(pubsub: redis.client.PubSub) -> int:
+    """The file descriptor of the subscription's connection (redis-py keeps the socket private: no public way)."""
+    return pubsub.connection._sock.fileno()  # type: ignore[union-attr]
 
 
 @click.command()

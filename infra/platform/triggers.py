@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +21,7 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 
 from wsm.core.errors import WsmError
-from wsm.core.http_client import HttpClient, TransportError
+from wsm.core.http_client import Answer, CurlClient, HttpClient, Transfers, TransportError
 from wsm.store import events
 
 WORKER = "worker"
@@ -96,13 +96,32 @@ class HttpTarget:
     def deliver(self, event: CloudEvent) -> None:
         headers, body = binary_mode(event)
         try:
-            response = self._http.request("POST", "", body, headers)
-        except TransportError as e:  # its text never holds the URL
-            raise DeliveryFailed(f"timeout after {self.timeout_s:g}s" if e.timed_out else str(e)) from e
-        if 400 <= response.status < 500 and response.status not in RETRYABLE_4XX:
-            raise DeliveryRejected(f"HTTP {response.status}")
-        if not 200 <= response.status < 300:
-            raise DeliveryFailed(f"HTTP {response.status}")
+            answer: Answer | TransportError = self._http.request("POST", "", body, headers)
+        except TransportError as e:
+            answer = e
+        failure = self._failure(answer)
+        if failure is not None:
+            raise failure
+
+    @property
+    def can_start(self) -> bool:
+        """Whether :meth:`start` works: it needs libcurl (the urllib3 fallback only delivers with :meth:`deliver`)."""
+        return isinstance(self._http, CurlClient)
+
+    def start(self, event: CloudEvent, transfers: Transfers, done: Callable[[DeliveryFailed | None], None]) -> None:
+        """Begin delivering ``event`` among ``transfers``; ``done`` gets None once accepted, else what :meth:`deliver`
+        would raise. A line break in an attribute raises :class:`DeliveryRejected` here, before anything is sent."""
+        headers, body = binary_mode(event)
+        transfers.start(self._http, "POST", "", body, headers, lambda answer: done(self._failure(answer)))  # type: ignore[arg-type]
+
+    def _failure(self, answer: Answer | TransportError) -> DeliveryFailed | None:
+        if isinstance(answer, TransportError):  # its text never holds the URL
+            return DeliveryFailed(f"timeout after {self.timeout_s:g}s" if answer.timed_out else str(answer))
+        if 400 <= answer.status < 500 and answer.status not in RETRYABLE_4XX:
+            return DeliveryRejected(f"HTTP {answer.status}")
+        if not 200 <= answer.status < 300:
+            return DeliveryFailed(f"HTTP {answer.status}")
+        return None
 
     def close(self) -> None:
         self._http.close()

@@ -9,15 +9,21 @@ client runs on urllib3, as it did before (:class:`Urllib3Client`).
 
 Only a failure to connect is retried here (nothing was sent, so a POST cannot be doubled); a timeout or a
 connection that broke once the request went out is :class:`TransportError` and the caller decides.
+
+:class:`Transfers` runs many calls at once from one thread (libcurl's multi interface) inside a wait on other
+sockets too: the router waits on its Pub/Sub connection and its deliveries together, so an event goes out with no
+hand-off to another thread.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import select
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -76,13 +82,13 @@ class _Client:
         retry: bool = True,
     ) -> Answer:
         """One GET or POST; ``headers`` ("Name: value") add to the client's; ``timeout_s`` > 0 replaces its timeout."""
+        target = self._target(method, path)
+        return _not_redirected(self._request(method, target, body, headers or [], timeout_s or self.timeout_s, retry))
+
+    def _target(self, method: str, path: str) -> str:
         if method not in ("GET", "POST"):
             raise ValueError(f"unsupported method {method!r}")
-        target = (self.prefix + path or "/") + self.query
-        answer = self._request(method, target, body, headers or [], timeout_s or self.timeout_s, retry)
-        if 300 <= answer.status < 400:  # never followed: a POST must not be re-sent elsewhere, nor taken as sent
-            raise TransportError(f"redirected (HTTP {answer.status}): the configured URL is not the server's own")
-        return answer
+        return (self.prefix + path or "/") + self.query
 
     def _request(
         self, method: str, target: str, body: bytes | None, headers: list[str], timeout_s: float, retry: bool
@@ -110,19 +116,26 @@ class CurlClient(_Client):
     ) -> Answer:
         handle = self._take()
         try:
-            handle.setopt(pycurl.URL, self.origin + target)
-            handle.setopt(pycurl.HTTPHEADER, self._headers + headers if headers else self._headers)
-            handle.setopt(pycurl.TIMEOUT_MS, int(timeout_s * 1000))
-            if method == "GET":
-                handle.setopt(pycurl.HTTPGET, 1)
-            else:
-                handle.setopt(pycurl.POSTFIELDS, body or b"")
-            out = io.BytesIO()
-            handle.setopt(pycurl.WRITEDATA, out)
+            out = self._prepare(handle, method, target, body, headers, timeout_s)
             self._perform(handle, self.connect_retries if retry else 0)
             return Answer(handle.getinfo(pycurl.RESPONSE_CODE), out.getvalue())
         finally:
             self._give_back(handle)
+
+    def _prepare(
+        self, handle: pycurl.Curl, method: str, target: str, body: bytes | None, headers: list[str], timeout_s: float
+    ) -> io.BytesIO:
+        """Set ``handle`` up for one call; the answer's body will be in the buffer returned."""
+        handle.setopt(pycurl.URL, self.origin + target)
+        handle.setopt(pycurl.HTTPHEADER, self._headers + headers if headers else self._headers)
+        handle.setopt(pycurl.TIMEOUT_MS, int(timeout_s * 1000))
+        if method == "GET":
+            handle.setopt(pycurl.HTTPGET, 1)
+        else:
+            handle.setopt(pycurl.POSTFIELDS, body or b"")
+        out = io.BytesIO()
+        handle.setopt(pycurl.WRITEDATA, out)
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -204,6 +217,98 @@ class Urllib3Client(_Client):
 
 
 HttpClient: type[_Client] = CurlClient if pycurl is not None else Urllib3Client
+
+Done = Callable[["Answer | TransportError"], None]  # told how a started call ended
+
+
+class Transfers:
+    """Calls of :class:`CurlClient` s under way at once, moved on by :meth:`wait` from one thread.
+
+    Not thread-safe: the thread that starts calls waits and is called back (from :meth:`wait`). A call here is
+    never retried, not even a refused connect: its caller (the router) has retries of its own.
+    """
+
+    def __init__(self) -> None:
+        self._multi = pycurl.CurlMulti()
+        self._running: dict[pycurl.Curl, tuple[CurlClient, io.BytesIO, Done]] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def start(
+        self, client: CurlClient, method: str, path: str, body: bytes | None, headers: list[str], done: Done
+    ) -> None:
+        """Begin one call; ``done`` gets its :class:`Answer` or :class:`TransportError` from a later :meth:`wait`."""
+        target = client._target(method, path)
+        handle = client._take()
+        try:
+            out = client._prepare(handle, method, target, body, headers, client.timeout_s)
+            self._multi.add_handle(handle)
+        except BaseException:
+            client._give_back(handle)
+            raise
+        self._running[handle] = (client, out, done)
+
+    def wait(self, readable: list[int], timeout_s: float) -> set[int]:
+        """Wait at most ``timeout_s`` for one of ``readable`` (file descriptors) or a call's socket, move the calls on
+        and call back those that ended; returns which of ``readable`` can be read."""
+        self._perform()  # a call just started sends now, and says what to wait for
+        reads, writes, errors = self._multi.fdset()
+        wait_ms = self._multi.timeout()
+        if wait_ms >= 0:
+            timeout_s = min(timeout_s, wait_ms / 1000)
+        events = dict.fromkeys(errors, select.POLLPRI)
+        for fd in writes:
+            events[fd] = events.get(fd, 0) | select.POLLOUT
+        for fd in (*readable, *reads):
+            events[fd] = events.get(fd, 0) | select.POLLIN
+        poller = select.poll()
+        for fd, mask in events.items():
+            poller.register(fd, mask)
+        ready = {fd for fd, _ in poller.poll(max(0, int(timeout_s * 1000)))}
+        if self._running:
+            self._perform()
+        return ready & set(readable)
+
+    def close(self) -> None:
+        """Abandon every call under way (nobody is called back) and free the multi handle."""
+        for handle in list(self._running):
+            self._multi.remove_handle(handle)
+            handle.close()
+            del self._running[handle]
+        self._multi.close()
+
+    def _perform(self) -> None:
+        while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, ended, failed = self._multi.info_read()
+            for handle in ended:
+                self._end(handle, None)
+            for handle, code, _ in failed:
+                self._end(handle, code)
+            if not queued:
+                return
+
+    def _end(self, handle: pycurl.Curl, code: int | None) -> None:
+        self._multi.remove_handle(handle)
+        client, out, done = self._running.pop(handle)
+        result: Answer | TransportError
+        if code is None:
+            try:
+                result = _not_redirected(Answer(handle.getinfo(pycurl.RESPONSE_CODE), out.getvalue()))
+            except TransportError as e:
+                result = e
+        else:
+            result = TransportError(_reason(code), timed_out=code == pycurl.E_OPERATION_TIMEDOUT)
+        client._give_back(handle)
+        done(result)
+
+
+def _not_redirected(answer: Answer) -> Answer:
+    if 300 <= answer.status < 400:  # never followed: a POST must not be re-sent elsewhere, nor taken as sent
+        raise TransportError(f"redirected (HTTP {answer.status}): the configured URL is not the server's own")
+    return answer
 
 
 def _reason(code: int) -> str:
