@@ -523,8 +523,12 @@ class Router:
 
 
 def _socket_of(pubsub: redis.client.PubSub) -> int:
-    """The file descriptor of the subscription's connection (redis-py keeps the socket private: no public way)."""
-    return pubsub.connection._sock.fileno()  # type: ignore[union-attr]
+    """The file descriptor of the subscription's connection (redis-py keeps the socket private: no public way);
+    a connection already closed is a lost subscription, which the listener rebuilds."""
+    sock = getattr(pubsub.connection, "_sock", None)
+    if sock is None:
+        raise redis.ConnectionError("the subscription's connection is closed")
+    return sock.fileno()
 
 
 @click.command()
