@@ -160,7 +160,8 @@ def on(days: int, lo: int = 0, hi: int = 24) -> Callable[[Run, datetime], bool]:
 
 
 def weekday(wd: int, lo: int = 0, hi: int = 24) -> Callable[[Run, datetime], bool]:
-    return lambda run, t: t.weekday() == wd and t.date() > run.today and lo <= t.hour < hi
+    """On weekday ``wd`` from today on: a plain "sexta" typed on a Friday is today (wsm/conversation/dates.py)."""
+    return lambda run, t: t.weekday() == wd and t.date() >= run.today and lo <= t.hour < hi
 
 
 def all_of(*checks: Callable[[Run], list[str]]) -> Callable[[Run], list[str]]:
