@@ -49,11 +49,18 @@ class Recording(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    """A listen backlog like a real server's: the default 5 drops a burst's sixth connect, and the kernel's retry
+    of it a second later would look like calls made one after another."""
+
+    request_queue_size = 64
+
+
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     Recording.connections = set()
     Recording.delay_s = 0.0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    httpd = Server(("127.0.0.1", 0), Recording)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
     httpd.shutdown()
