@@ -116,15 +116,15 @@ def main(seconds: float, rate: int, top: int) -> None:
             spies[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attached
         client = client_for(system.redis_url)
-        redis_pid = system.redis_server.proc.pid if system.redis_server and system.redis_server.proc else os.getpid()
-        cpu_before, split_before = system_cpu(system, waha.pid), redis_split(redis_pid)
+        redis_proc = system.redis_server.proc if system.redis_server else None  # None: a Redis not ours to watch
+        cpu_before, split_before = system_cpu(system, waha.pid), redis_split(redis_proc.pid) if redis_proc else None
         calls, usec = command_stats(client)
         waha.reset(0)
         sent, _replies = latency.send_and_collect(plan, system.webhook_url, waha, seconds)
         cpu = cpu_delta(cpu_before, system_cpu(system, waha.pid))
         calls_after, usec_after = command_stats(client)
         commands, usec_by = calls_after - calls, usec_after - usec
-        split = [after - before for after, before in zip(redis_split(redis_pid), split_before, strict=True)]
+        split = [a - b for a, b in zip(redis_split(redis_proc.pid), split_before, strict=True)] if redis_proc else []
         waha_calls = waha.calls()
         for proc in spies.values():
             proc.wait(timeout=seconds + 60)
@@ -135,8 +135,9 @@ def main(seconds: float, rate: int, top: int) -> None:
     click.echo(f"Redis commands per message: {commands.total() / messages:.1f} ({per})")
     top_usec = ", ".join(f"{name} {n / messages:.0f}" for name, n in usec_by.most_common(8) if n > 0)
     click.echo(f"Redis's own µs per message, by command (a script's include its commands): {top_usec}")
-    user_ms, system_ms = (seconds_ * 1000 / messages for seconds_ in split)
-    click.echo(f"redis-server CPU ms per message: user {user_ms:.2f} | system {system_ms:.2f}")
+    if split:
+        user_ms, system_ms = (seconds_ * 1000 / messages for seconds_ in split)
+        click.echo(f"redis-server CPU ms per message: user {user_ms:.2f} | system {system_ms:.2f}")
     click.echo("WAHA calls per message: " + ", ".join(f"{k} {v / messages:.2f}" for k, v in waha_calls.items()))
     for name in spies:
         samples, own, total = summarize(OUT / f"{name}.collapsed", top)

@@ -151,7 +151,7 @@ class CurlClient(_Client):
             except pycurl.error as e:
                 code = e.args[0]
                 if code not in (pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST) or attempt == retries:
-                    raise TransportError(_reason(code), timed_out=code == pycurl.E_OPERATION_TIMEDOUT) from None
+                    raise _curl_error(code) from None
             if attempt:
                 time.sleep(RETRY_PAUSE_S * 2**attempt)
 
@@ -300,7 +300,7 @@ class Transfers:
             except TransportError as e:
                 result = e
         else:
-            result = TransportError(_reason(code), timed_out=code == pycurl.E_OPERATION_TIMEDOUT)
+            result = _curl_error(code)
         client._give_back(handle)
         done(result)
 
@@ -309,6 +309,10 @@ def _not_redirected(answer: Answer) -> Answer:
     if 300 <= answer.status < 400:  # never followed: a POST must not be re-sent elsewhere, nor taken as sent
         raise TransportError(f"redirected (HTTP {answer.status}): the configured URL is not the server's own")
     return answer
+
+
+def _curl_error(code: int) -> TransportError:
+    return TransportError(_reason(code), timed_out=code == pycurl.E_OPERATION_TIMEDOUT)
 
 
 def _reason(code: int) -> str:
