@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -34,3 +35,17 @@ def test_pubsub_message_published_is_unwrapped() -> None:
 def test_anything_else_is_refused(ce_type: str, data: dict) -> None:
     with pytest.raises(ValueError):
         WakeUp.from_cloudevent(ce_type, data)
+
+
+def test_every_event_a_script_publishes_is_known_and_routed() -> None:
+    """The Lua scripts spell their event types: a typo would be published, refused as invalid and never acted on."""
+    from importlib import resources
+
+    from infra.platform.triggers import SUBSCRIPTIONS
+    from wsm.store.events import TYPES
+
+    lua = resources.files("wsm.store").joinpath("lua")
+    spelled = {m for f in lua.iterdir() for m in re.findall(r"'([a-z_]+\.[a-z_]+)'", f.read_text())}  # 'a.b'
+    assert {"message.received", "queue.changed", "chat.admitted", "slot.freed"} <= spelled  # the pattern finds them
+    assert spelled <= TYPES
+    assert spelled <= set(SUBSCRIPTIONS)

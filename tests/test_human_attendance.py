@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
+from infra.platform.triggers import SUBSCRIPTIONS, WORKER
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from tests.booking_helpers import always_open
@@ -23,8 +24,10 @@ from wsm.attendance.ownership import Ownership, OwnershipError, owner_of
 from wsm.console import live
 from wsm.conversation.history import read_history
 from wsm.core.status import Owner
-from wsm.store import event_stream
+from wsm.store import event_stream, keys
+from wsm.store.events import CHAT_ADMITTED, SLOT_FREED, WakeUp
 from wsm.store.scripts import Scripts
+from wsm.waha.event import parse_event
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -89,6 +92,50 @@ def test_the_operator_takes_the_first_replies_and_the_second_moves_up(platform: 
     assert sent["source"] == "operator:ana" and sent["status"] == "SENT"
     assert transitions(platform, A) == [("bot", "human_queue", ""), ("human_queue", "with_operator", "ana")]
     assert platform.r.hget(SK.operators_load, "ana") == "1"
+
+
+def published(listener: redis.client.PubSub) -> list[WakeUp]:
+    """The wake-ups published since ``listener`` subscribed to the events channel."""
+    out, deadline = [], time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # a None is also what a skipped subscribe confirmation reads as
+        message = listener.get_message(timeout=0.05)
+        if message is not None and message["type"] == "message":
+            out.append(WakeUp.from_json(message["data"]))
+    return out
+
+
+def test_an_operator_taking_a_chat_from_the_bot_wakes_the_worker_to_admit_the_next(platform: Platform) -> None:
+    """The taken chat's bot slot goes to the bot queue's head at once, not at the next tick (5 s)."""
+    d = "5511900000004@c.us"
+    for chat in (A, B, C, d):  # three slots: d waits
+        platform.say(chat, "oi")
+    assert platform.r.zrange(SK.queue, 0, -1) == [d]
+    online(platform)
+    listener = platform.r.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.EVENTS_CHANNEL)
+    ownership(platform).take("default", A, "ana")  # the console's "Responder" on a chat the bot serves
+    freed = [e for e in published(listener) if e.type == SLOT_FREED]
+    assert freed == [WakeUp(SLOT_FREED, "default", A)]
+    assert SLOT_FREED in SUBSCRIPTIONS and WORKER in SUBSCRIPTIONS[SLOT_FREED]  # the router takes it to the worker
+    platform.worker.on_event(freed[0])
+    assert platform.r.zrange(SK.queue, 0, -1) == []
+    assert sorted(platform.r.zrange(SK.active, 0, -1)) == sorted([B, C, d])
+    assert WakeUp(CHAT_ADMITTED, "default", d) in published(listener)
+    platform.worker.on_event(WakeUp(CHAT_ADMITTED, "default", d))
+    assert platform.texts(d)[-1].startswith("É a sua vez!")
+
+
+def test_a_reply_typed_on_the_phone_wakes_the_worker_to_admit_the_next(platform: Platform) -> None:
+    d = "5511900000004@c.us"
+    for chat in (A, B, C, d):
+        platform.say(chat, "oi")
+    listener = platform.r.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.EVENTS_CHANNEL)
+    human = wp.envelope("message.any", wp.message_payload(A, "Oi, aqui é a recepção", from_me=True, source="app"))
+    platform.ingestor.ingest(parse_event(human))
+    assert WakeUp(SLOT_FREED, "default", A) in published(listener)
+    platform.worker.on_event(WakeUp(SLOT_FREED, "default", A))
+    assert sorted(platform.r.zrange(SK.active, 0, -1)) == sorted([B, C, d])
 
 
 def test_capacity_and_presence_are_enforced(platform: Platform) -> None:
@@ -235,6 +282,20 @@ def test_two_operators_taking_the_same_chat_at_once_one_wins(platform: Platform)
     assert [t for t in transitions(platform, A) if t[1] == "with_operator"] == [
         ("human_queue", "with_operator", holder)
     ]
+
+
+def test_taking_the_next_never_takes_a_chat_a_colleague_took_after_it_was_read_as_the_head(
+    platform: Platform,
+) -> None:
+    """take_next reads the head, then takes it: if ana took it in between, bia must not take it from her."""
+    for name in ("ana", "bia"):
+        online(platform, name, capacity=5)
+    ask_for_human(platform, A)
+    own = ownership(platform)
+    own.take("default", A, "ana")
+    assert own._take("default", A, "bia", None, queued_only=True) is None  # bia's take_next read A as the head
+    assert state(platform, A)["operator"] == "ana"
+    assert platform.r.hgetall(SK.operators_load) == {"ana": "1"}
 
 
 def test_capacity_holds_under_concurrent_takes(platform: Platform) -> None:

@@ -34,7 +34,7 @@ from infra.platform.triggers import NOTIFIER, WORKER, DeliveryFailed
 from tests.pubsub_emulator import PubSubEmulator
 from tests.test_end_to_end import System
 from wsm.core.settings import Settings
-from wsm.store.events import CHAT_ADMITTED, MESSAGE_RECEIVED, QUEUE_CHANGED, TICK, WakeUp
+from wsm.store.events import CHAT_ADMITTED, MESSAGE_RECEIVED, QUEUE_CHANGED, SLOT_FREED, TICK, WakeUp
 
 A, B = "5511922220001@c.us", "5511922220002@c.us"
 TOPIC = "projects/wsm-local/topics/wsm-events"
@@ -75,9 +75,12 @@ def pull_dead_letters(topology: Topology, timeout_s: float) -> list[bytes]:
 
 def test_each_subscription_passes_exactly_its_functions_events() -> None:
     assert subscription_filter(WORKER) == (
-        f'attributes.type = "{CHAT_ADMITTED}" OR attributes.type = "{MESSAGE_RECEIVED}" OR attributes.type = "{TICK}"'
+        f'attributes.type = "{CHAT_ADMITTED}" OR attributes.type = "{MESSAGE_RECEIVED}" '
+        f'OR attributes.type = "{SLOT_FREED}" OR attributes.type = "{TICK}"'
     )
-    assert subscription_filter(NOTIFIER) == f'attributes.type = "{QUEUE_CHANGED}" OR attributes.type = "{TICK}"'
+    assert subscription_filter(NOTIFIER) == (
+        f'attributes.type = "{QUEUE_CHANGED}" OR attributes.type = "{SLOT_FREED}" OR attributes.type = "{TICK}"'
+    )
     with pytest.raises(ValueError, match="no event triggers 'console'"):
         subscription_filter("console")
 

@@ -41,6 +41,7 @@ SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
     events.MESSAGE_RECEIVED: (WORKER,),
     events.CHAT_ADMITTED: (WORKER,),
     events.QUEUE_CHANGED: (NOTIFIER,),
+    events.SLOT_FREED: (WORKER, NOTIFIER),  # the worker admits the queue's head, the notifier tells who moved up
     events.TICK: (WORKER, NOTIFIER),
 }
 

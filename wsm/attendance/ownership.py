@@ -31,6 +31,7 @@ from wsm.delivery.outbox import OPERATOR_KIND
 from wsm.schedule.config import Schedule, load_schedule
 from wsm.store import event_stream, keys
 from wsm.store.chat_store import ChatStore
+from wsm.store.doorbells import doorbell, ring
 from wsm.store.events import MESSAGE_RECEIVED, QUEUE_CHANGED, WakeUp
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
@@ -158,24 +159,8 @@ class Ownership:
     def take(self, session: str, chat: str, operator: str, by: str | None = None) -> int:
         """``operator`` takes the chat (``by`` another name: a supervisor assigns it). Returns ms it waited (-1:
         it was not in the human queue). Raises :class:`OwnershipError` when offline or at capacity."""
-        check_name(operator)
-        sk, ck = self._keys(session, chat)
-        result = self.scripts.owner_take(
-            keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.notify, ck.history, ck.seen, sk.events_stream,
-                  sk.operators_online, sk.operators_load, sk.active, sk.queue, sk.notify_due, sk.human_handle_stats],
-            args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, operator, by or operator,
-                  Owner.WITH_OPERATOR, ChatStatus.HANDOFF, now_ms() + HUMAN_HOLD_MS, keys.EVENTS_CHANNEL, session,
-                  event_stream.owner_args(self.settings)],
-        )  # fmt: skip
-        verdict = result[0]
-        if verdict == "offline":
-            raise OwnershipError(f"{operator} is not online: go online first")
-        if verdict == "full":
-            raise OwnershipError(f"{operator} is at capacity: close or return a chat first")
-        if verdict == "already":
-            return -1
-        self._wake(session, chat, QUEUE_CHANGED)  # positions improved: the notifier tells who waits
-        return int(result[1])
+        waited = self._take(session, chat, operator, by, queued_only=False)
+        return -1 if waited is None else waited  # None only comes from a queued-only take
 
     def take_next(self, session: str, operator: str) -> str | None:
         """The longest-waiting chat of the human queue goes to ``operator``; None when nobody waits."""
@@ -184,10 +169,34 @@ class Ownership:
             head = self.redis.zrange(sk.human_queue, 0, 0)
             if not head:
                 return None
-            self.take(session, head[0], operator)
-            if self.redis.hget(sk.chat(head[0]).state, "operator") == operator:
+            if self._take(session, head[0], operator, None, queued_only=True) is not None:
                 return str(head[0])
         return None
+
+    def _take(self, session: str, chat: str, operator: str, by: str | None, queued_only: bool) -> int | None:
+        """The take; with ``queued_only`` none when the chat has left the human queue (another operator took it
+        since it was read as the head), so taking the next one never takes a chat from a colleague."""
+        check_name(operator)
+        sk, ck = self._keys(session, chat)
+        channel, publish = doorbell(self.redis, session)
+        result = self.scripts.owner_take(
+            keys=[ck.state, sk.human_queue, sk.human_notify_due, ck.notify, ck.history, ck.seen, sk.events_stream,
+                  sk.operators_online, sk.operators_load, sk.active, sk.queue, sk.notify_due, sk.human_handle_stats],
+            args=[chat, now_ms(), _record_id(), sk.EVENTS_STREAM_MAX, operator, by or operator,
+                  Owner.WITH_OPERATOR, ChatStatus.HANDOFF, now_ms() + HUMAN_HOLD_MS, channel, session, publish,
+                  "1" if queued_only else "", event_stream.owner_args(self.settings)],
+        )  # fmt: skip
+        verdict = result[0]
+        if verdict == "offline":
+            raise OwnershipError(f"{operator} is not online: go online first")
+        if verdict == "full":
+            raise OwnershipError(f"{operator} is at capacity: close or return a chat first")
+        if verdict == "gone":
+            return None
+        if verdict == "already":
+            return -1
+        self._wake(session, chat, QUEUE_CHANGED)  # positions improved: the notifier tells who waits
+        return int(result[1])
 
     def return_to_bot(self, session: str, chat: str, step: str, by: str, prompt: str) -> bool:
         """The bot answers the next message at ``step``; ``prompt`` (that step's question) is sent now."""
@@ -262,7 +271,7 @@ class Ownership:
     # --- helpers -----------------------------------------------------------------------------------------
 
     def _wake(self, session: str, chat: str, kind: str) -> None:
-        self.redis.publish(keys.EVENTS_CHANNEL, WakeUp(kind, session, chat).to_json())
+        ring(self.redis, WakeUp(kind, session, chat))
         if kind == QUEUE_CHANGED:
             event_stream.append(self.redis, session, event_stream.QUEUE, chat=chat)
 

@@ -19,7 +19,7 @@ from wsm.core.status import ChatStatus, EndReason
 from wsm.delivery.outbox import Delivery
 from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
-from wsm.store.events import TICK, WakeUp
+from wsm.store.events import SLOT_FREED, TICK, WakeUp
 from wsm.store.turn import Turn
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Worker(Handler):
             sk = keys.SessionKeys(session)
             if event.type == TICK:
                 self.sweep(sk)
-            elif not event.chat or self.serve(sk, event.chat):
+            elif event.type == SLOT_FREED or not event.chat or self.serve(sk, event.chat):  # a slot may be free
                 self.admit(sk)
 
     def admit(self, sk: keys.SessionKeys) -> list[str]:

@@ -30,8 +30,9 @@ from wsm.core.settings import Settings, get_settings
 from wsm.delivery.deadletter import EVENT, SEND, remove_dead_letter
 from wsm.metrics.endpoint import is_metrics_path, metrics_response
 from wsm.schedule.config import Schedule, load_schedule
-from wsm.store import event_stream, keys
-from wsm.store.connection import get_redis
+from wsm.store import event_stream
+from wsm.store.connection import get_redis, is_cluster
+from wsm.store.doorbells import ring
 from wsm.store.events import MESSAGE_RECEIVED, WakeUp
 from wsm.store.scripts import Scripts
 
@@ -290,7 +291,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             console.ownership.send(session, chat_id, text, f"retry:{_me()}", kind="reply")
         else:
             wake = WakeUp(str(entry.get("type") or MESSAGE_RECEIVED), session or None, chat_id or None)
-            console.redis.publish(keys.EVENTS_CHANNEL, wake.to_json())
+            if session or not is_cluster(console.redis):  # on a cluster each session's own tick covers the rest
+                ring(console.redis, wake)
         if session:
             event_stream.append(console.redis, session, event_stream.DEAD_LETTER)
         return _back("Reenviado.")

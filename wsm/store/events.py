@@ -19,9 +19,10 @@ from wsm.core.errors import BadEvent
 MESSAGE_RECEIVED = "message.received"  # an inbound message was stored (ingest)
 QUEUE_CHANGED = "queue.changed"  # someone joined, left or was admitted
 CHAT_ADMITTED = "chat.admitted"  # a waiting chat got a slot and must be greeted
+SLOT_FREED = "slot.freed"  # a bot slot was freed outside the worker (an operator's take, a reply typed on the phone)
 TICK = "tick"  # periodic, emitted by the router: sweep for stranded work
 
-TYPES = frozenset({MESSAGE_RECEIVED, QUEUE_CHANGED, CHAT_ADMITTED, TICK})
+TYPES = frozenset({MESSAGE_RECEIVED, QUEUE_CHANGED, CHAT_ADMITTED, SLOT_FREED, TICK})
 CLOUDEVENT_PREFIX = "wsm."
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"  # how GCP delivers a Pub/Sub message
 

@@ -53,8 +53,8 @@ if ARGV[3] == 'out' then
       'handoff_until_ms', now + tonumber(ARGV[13]), 'closed_reason', ENDED_BY_HANDOFF)
     local freed = redis.call('ZREM', KEYS[7], chat) + redis.call('ZREM', KEYS[8], chat)
     redis.call('ZREM', KEYS[10], chat)
-    if freed > 0 then
-      redis.call(ARGV[21] or 'PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[9], chat = chat}))
+    if freed > 0 then  -- the worker admits the bot queue's head, the notifier tells who moved up
+      redis.call(ARGV[21] or 'PUBLISH', ARGV[10], cjson.encode({type = 'slot.freed', session = ARGV[9], chat = chat}))
     end
   end
   redis.call('EXPIRE', KEYS[5], retention)

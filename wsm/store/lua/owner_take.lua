@@ -8,8 +8,10 @@
 -- ARGV[1] chat id  ARGV[2] now (ms)  ARGV[3] history record id  ARGV[4] stream max length
 -- ARGV[5] operator  ARGV[6] who did it  ARGV[7] owner with_operator  ARGV[8] status handoff
 -- ARGV[9] the bot stays quiet until (ms)  ARGV[10] events channel  ARGV[11] session
+-- ARGV[12] the publish command (PUBLISH, or SPUBLISH on a cluster: wsm.store.doorbells)
+-- ARGV[13] "1": take the chat only if it is in the human queue (the next in it: another may have taken it since)
 -- ARGV[last] the names the script must not spell (see _owner_lib.lua)
--- Returns {"taken", ms waited in the human queue or -1} | {"offline"} | {"full"} | {"already"}
+-- Returns {"taken", ms waited in the human queue or -1} | {"offline"} | {"full"} | {"already"} | {"gone"}
 
 local chat, now, operator = ARGV[1], tonumber(ARGV[2]), ARGV[5]
 local capacity = tonumber(redis.call('ZSCORE', KEYS[8], operator) or '')
@@ -23,6 +25,9 @@ if tonumber(redis.call('HGET', KEYS[9], operator) or '0') >= capacity then
   return {'full'}
 end
 local queued = redis.call('ZSCORE', KEYS[2], chat)
+if ARGV[13] == '1' and not queued then
+  return {'gone'}
+end
 owner_let_go(KEYS[1], KEYS[9], KEYS[13], now)
 owner_transition(KEYS[1], KEYS[5], KEYS[6], KEYS[7], ARGV[4], chat, now, ARGV[3], ARGV[7], operator, ARGV[6])
 redis.call('HINCRBY', KEYS[9], operator, 1)
@@ -32,7 +37,7 @@ redis.call('ZREM', KEYS[3], chat)
 redis.call('DEL', KEYS[4])
 local freed = redis.call('ZREM', KEYS[10], chat) + redis.call('ZREM', KEYS[11], chat)
 redis.call('ZREM', KEYS[12], chat)
-if freed > 0 then
-  redis.call('PUBLISH', ARGV[10], cjson.encode({type = 'queue.changed', session = ARGV[11], chat = chat}))
+if freed > 0 then  -- the worker admits the bot queue's head, the notifier tells who moved up
+  redis.call(ARGV[12], ARGV[10], cjson.encode({type = 'slot.freed', session = ARGV[11], chat = chat}))
 end
 return {'taken', queued and (now - tonumber(queued)) or -1}
