@@ -22,12 +22,15 @@ from infra.waha_sim import payloads as wp
 from tests.cluster_helpers import MultiSessionSimulator, redis_cluster, session_on_each_master
 from tests.conftest import local_config
 from tests.test_router import RECEIVED, TICK, FunctionServer, wait_until
+from wsm.attendance.operators import Operators
+from wsm.attendance.ownership import Ownership
 from wsm.conversation.history import read_history
 from wsm.core.settings import Settings
-from wsm.store import keys
+from wsm.store import event_stream, keys
 from wsm.store.connection import make_client
 from wsm.store.doorbells import ring
-from wsm.store.events import MESSAGE_RECEIVED, WakeUp
+from wsm.store.events import MESSAGE_RECEIVED, QUEUE_CHANGED, SLOT_FREED, WakeUp
+from wsm.store.scripts import Scripts
 
 pytestmark = pytest.mark.slow
 HMAC_KEY = "cluster-secret"
@@ -129,6 +132,57 @@ def test_attendance_scenario_runs_on_a_cluster_with_a_session_on_every_master(
     finally:
         local.stop()
         sim.stop()
+
+
+def test_the_consoles_live_feed_reads_sessions_on_every_master(cluster: RedisClusterServers) -> None:
+    """One XREAD cannot name streams of several nodes: the console reads each slot's and still waits for news."""
+    client = make_client(cluster.url, cluster=True)
+    sessions = session_on_each_master(cluster)
+    try:
+        start = event_stream.latest_ids(client, sessions)
+        for session in sessions[:2]:
+            event_stream.append(client, session, event_stream.QUEUE, chat=f"{session}@c.us")
+        found = event_stream.read_since(client, start, block_ms=2000)
+        assert sorted((e.session, e.fields["chat"]) for e in found) == sorted((s, f"{s}@c.us") for s in sessions[:2])
+        after = {**start, **{e.session: e.id for e in found}}
+        assert event_stream.read_since(client, after) == []  # nothing new: a read without blocking returns at once
+        late = threading.Timer(
+            0.4, event_stream.append, (client, sessions[2], event_stream.OPERATORS), {"operator": "ana"}
+        )
+        began = time.monotonic()
+        late.start()
+        found = event_stream.read_since(client, after, block_ms=5000)
+        assert [(e.session, e.fields["operator"]) for e in found] == [(sessions[2], "ana")]
+        assert 0.3 < time.monotonic() - began < 3  # it waited for the event, and not the whole block
+    finally:
+        client.close()
+
+
+def test_an_operators_doorbells_go_to_the_sessions_shard_channel(cluster: RedisClusterServers) -> None:
+    """The router listens to each session's shard channel on a cluster: a plain PUBLISH would never reach it."""
+    client = make_client(cluster.url, cluster=True)
+    session = session_on_each_master(cluster)[1]
+    sk, chat = keys.SessionKeys(session), "5511977770001@c.us"
+    client.zadd(sk.active, {chat: 1})  # the bot serves the chat
+    operators = Operators(client)
+    if "ana" not in operators.names():
+        operators.add("ana")
+    operators.go_online(session, "ana", 2)
+    listener = client.pubsub()
+    listener.ssubscribe(sk.events)
+    try:
+        own = Ownership(client, Scripts(client), Settings.from_env())
+        own.take(session, chat, "ana")  # the console's "Responder"
+        own.reply(session, chat, "ana", "Olá, aqui é a Ana")
+        types, deadline = [], time.monotonic() + 3
+        while time.monotonic() < deadline and len(types) < 3:
+            message = listener.get_sharded_message(timeout=0.1)
+            if message and message["type"] == "smessage":
+                types.append(WakeUp.from_json(message["data"]).type)
+        assert types == [SLOT_FREED, QUEUE_CHANGED, MESSAGE_RECEIVED]  # admit, tell positions, send the reply
+    finally:
+        listener.close()
+        client.close()
 
 
 def test_short_chaos_run_with_a_master_failover_loses_no_acknowledged_webhook(tmp_path) -> None:

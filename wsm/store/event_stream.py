@@ -9,13 +9,16 @@ holds it: ``SessionKeys.EVENTS_STREAM_MAX`` entries).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import redis
+from redis.crc import key_slot
 
 from wsm.core.settings import Settings
 from wsm.core.status import PHONE_OPERATOR, TRANSITION, Owner
 from wsm.store import keys
+from wsm.store.connection import is_cluster
 
 MESSAGE = "message"  # fields chat, direction (in | out), source (customer | bot | operator | phone)
 QUEUE = "queue"  # the bot queue or the human queue changed; field chat
@@ -23,6 +26,9 @@ OWNER = "owner"  # an ownership transition (written by the owner_*.lua scripts);
 OPERATORS = "operators"  # an operator went online or offline; field operator
 DEAD_LETTER = "dead_letter"  # the dead-letter list changed
 LEFT_MESSAGE = "left_message"  # someone left a message for the operators; field chat
+
+CLUSTER_POLL_MS = 100  # how often a console on a Redis Cluster looks at streams that live on several nodes
+
 # the names the owner_*.lua scripts must not spell (see _owner_lib.lua)
 OWNER_NAMES = {
     "bot": Owner.BOT,
@@ -63,17 +69,40 @@ def append(client: redis.Redis, session: str, kind: str, **fields: str) -> None:
 def read_since(
     client: redis.Redis, positions: dict[str, str], block_ms: int | None = None, count: int = 500
 ) -> list[StreamEvent]:
-    """Events after ``positions`` (session -> stream id; "$" = only new ones), oldest first per session."""
+    """Events after ``positions`` (session -> stream id; "$" = only new ones), oldest first per session.
+
+    One XREAD names every stream, and blocks up to ``block_ms`` for the first new event. On a Redis Cluster the
+    sessions' streams (each under its session's hash tag) may live on different nodes, which one XREAD cannot
+    name together: there each slot's streams are read in turn without blocking, every ``CLUSTER_POLL_MS``
+    until an event comes or ``block_ms`` is over.
+    """
     if not positions:
         return []
-    streams = {keys.SessionKeys(s).events_stream: pos for s, pos in positions.items()}
     by_key = {keys.SessionKeys(s).events_stream: s for s in positions}
-    answer = client.xread(streams, count=count, block=block_ms)
-    out: list[StreamEvent] = []
-    for key, entries in answer or []:
-        for entry_id, fields in entries:
-            out.append(StreamEvent(by_key[key], entry_id, fields))
-    return out
+    groups = _by_slot(client, {key: positions[s] for key, s in by_key.items()})
+    if len(groups) == 1:
+        return _events(client.xread(groups[0], count=count, block=block_ms), by_key)
+    deadline = time.monotonic() + (block_ms or 0) / 1000
+    while True:
+        out = [e for group in groups for e in _events(client.xread(group, count=count), by_key)]
+        left_s = deadline - time.monotonic()
+        if out or block_ms is None or left_s <= 0:
+            return out
+        time.sleep(min(CLUSTER_POLL_MS / 1000, left_s))
+
+
+def _by_slot(client: redis.Redis, streams: dict[str, str]) -> list[dict[str, str]]:
+    """``streams`` as one group (a plain Redis), or one group per hash slot (a Redis Cluster)."""
+    if not is_cluster(client):
+        return [streams]
+    groups: dict[int, dict[str, str]] = {}
+    for key, position in streams.items():
+        groups.setdefault(key_slot(key.encode()), {})[key] = position
+    return list(groups.values())
+
+
+def _events(answer: list | None, by_key: dict[str, str]) -> list[StreamEvent]:
+    return [StreamEvent(by_key[key], entry_id, fields) for key, entries in answer or [] for entry_id, fields in entries]
 
 
 def latest_ids(client: redis.Redis, sessions: list[str]) -> dict[str, str]:
