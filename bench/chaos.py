@@ -40,6 +40,7 @@ from infra.platform.redis_server import free_port
 from infra.waha_sim import payloads as wp
 from infra.waha_sim.core import WahaSimulator
 from wsm.conversation.history import read_history
+from wsm.delivery.echoes import is_unfiled_echo
 from wsm.store import keys
 from wsm.store.connection import make_client
 
@@ -198,6 +199,7 @@ def run_chaos(config: ChaosConfig, data_dir: Path | None = None, log=print) -> C
                 env=env,
             )
         ).start()
+        sim.webhook_url, sim.emit_own_events = local.webhook_url, True  # as WAHA: message.any and acks of each send
         try:
             driver = Driver(local.webhook_url, config)
             span_s = config.chats * config.messages_per_chat / config.send_rate_per_s
@@ -359,7 +361,7 @@ def _measure(report: ChaosReport, client: redis.Redis, sim: WahaSimulator, drive
         report.inbound_lost += len(set(ids) - set(inbound))
         report.order_violations += inbound != [i for i in ids if i in set(inbound)]
         report.inbound_unhandled += client.llen(ck.inbox)
-        replies = [m for m in history if m["direction"] == "out"]
+        replies = [m for m in history if m["direction"] == "out" and not is_unfiled_echo(m)]  # WAHA's own echoes
         report.replies_expected += len(replies)
         report.replies_lost += sum(m["status"] not in ("SENT", "SERVER", "DEVICE", "READ") for m in replies)
         sent = sent_by_chat.get(chat, [])

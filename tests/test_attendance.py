@@ -536,3 +536,43 @@ def test_a_reply_queued_between_the_commit_and_the_send_is_sent_too(platform: Pl
     platform.dispatch(A)
     assert platform.texts(A)[-2:] == ["uma resposta", "do operador"]
     assert platform.r.llen(SK.chat(A).outbox) == 0 and platform.r.sismember(SK.ready, A) == 0
+
+
+def _reply_left_by_a_dead_sender(platform: Platform, text: str) -> str:
+    """A handler queued ``text``, then died (its lease lapsed) before sending it or before popping it."""
+    store = ChatStore(platform.r, Scripts(platform.r), platform.settings, "default", A)
+    assert store.acquire()
+    assert store.commit(Turn([text]))
+    platform.r.delete(SK.chat(A).lease)
+    return json.loads(platform.r.lindex(SK.chat(A).outbox, 0))["id"]
+
+
+def _echo(chat: str, text: str) -> dict:
+    """WAHA's message.any for a message sent through its API."""
+    return wp.envelope("message.any", wp.message_payload(chat, text, from_me=True, source="api"))
+
+
+def test_a_reply_a_dead_sender_had_sent_is_filed_under_wahas_echo_not_sent_again(platform: Platform) -> None:
+    platform.say(A, "oi")
+    text = "Um momento, por favor: já verifico."
+    reply_id = _reply_left_by_a_dead_sender(platform, text)
+    WahaClient(platform.sim.url, timeout_s=5).send_text("default", A, text)  # WAHA took it ...
+    echo = _echo(A, text)
+    platform.ingestor.ingest(parse_event(echo))  # ... and echoed it; the sender died before its pop
+    platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))  # the next handler
+    assert platform.texts(A).count(text) == 1
+    assert platform.r.llen(SK.chat(A).outbox) == 0
+    [record] = [m for m in read_history(platform.r, "default", A) if m.get("text") == text]  # the echo folded in
+    assert record["id"] == echo["payload"]["id"] and record["local_id"] == reply_id
+    assert record["status"] == "SERVER"  # as the echo said (ack 1): WhatsApp's server has it
+
+
+def test_an_echo_of_the_same_text_from_before_the_reply_was_queued_does_not_stop_it(platform: Platform) -> None:
+    platform.say(A, "oi")
+    text = "Pode repetir, por favor?"
+    platform.ingestor.ingest(parse_event(_echo(A, text)))  # sent through WAHA's API by someone else, earlier
+    time.sleep(1.1)  # more than the clock slack allowed between webhook and worker
+    _reply_left_by_a_dead_sender(platform, text)  # queued, never sent
+    platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))
+    assert platform.texts(A).count(text) == 1  # sent now, once
+    assert platform.r.llen(SK.chat(A).outbox) == 0

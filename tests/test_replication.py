@@ -3,6 +3,7 @@ WAHA retries. A real master with a real replica on free ports; the replica is fr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -16,11 +17,16 @@ from starlette.testclient import TestClient
 
 from infra.platform.redis_server import RedisServer
 from infra.waha_sim import payloads as wp
+from infra.waha_sim.core import WahaSimulator
+from tests.test_attendance import SK, make_platform
 from tests.webhook_app import webhook_client
 from wsm.conversation.history import read_history
 from wsm.core.settings import get_settings
+from wsm.ingest.ingestor import Ingestor
+from wsm.store.events import MESSAGE_RECEIVED, WakeUp
 from wsm.store.group_commit import GroupCommit
 from wsm.store.replication import NotReplicated
+from wsm.waha.event import parse_event
 
 ALICE = "5511988887777@c.us"
 
@@ -120,3 +126,32 @@ def test_concurrent_writes_share_one_wait_and_all_fail_without_the_replica(pair)
         refused = list(pool.map(write, range(8)))
     assert all(isinstance(r, NotReplicated) for r in refused)
     assert client.get("wsm:{default}:counter") == "24"  # written on the master, just not confirmed
+
+
+def test_the_worker_sends_a_reply_only_once_the_replica_holds_its_turn(
+    pair, sim: WahaSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover to a replica that lacks the turn (or the pop) of a sent reply would handle the message again and
+    send a second reply: with WSM_REDIS_MIN_REPLICAS nothing goes out before the replica confirms the turn."""
+    master, replica = pair
+    client = redis.Redis(port=master.port, decode_responses=True)
+    env = {"WSM_REDIS_MIN_REPLICAS": "1", "WSM_REDIS_WAIT_TIMEOUT_MS": str(WAIT_TIMEOUT_MS)}
+    platform = make_platform(client, sim, monkeypatch, **env)
+    platform.say(ALICE, "oi")
+    assert len(platform.texts(ALICE)) == 1  # a healthy replica: the greeting went out
+    on_replica = redis.Redis(port=replica.port, decode_responses=True)
+    assert on_replica.llen(SK.chat(ALICE).outbox) == 0  # its pop is there too
+
+    os.kill(replica.pid, signal.SIGSTOP)
+    unconfirmed = dataclasses.replace(platform.settings, redis_min_replicas=0)  # the message is in (not the point)
+    Ingestor(client, unconfirmed).ingest(parse_event(wp.message_event(ALICE, "2")))
+    with pytest.raises(NotReplicated):  # the entry answers 500: the router retries
+        platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", ALICE))
+    assert len(platform.texts(ALICE)) == 1  # the turn is on the master only: its reply waits
+    assert client.llen(SK.chat(ALICE).outbox) == 1
+
+    os.kill(replica.pid, signal.SIGCONT)
+    platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", ALICE))  # the retry
+    texts = platform.texts(ALICE)
+    assert len(texts) == 2 and texts[-1].startswith("Funcionamos de segunda a sexta")  # once, the turn's reply
+    assert client.llen(SK.chat(ALICE).outbox) == 0

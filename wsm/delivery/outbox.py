@@ -2,7 +2,11 @@
 
 Each reply goes sendSeen -> startTyping -> a pause sized to the text -> stopTyping -> sendText,
 and is popped from the outbox only after WAHA accepted it. A crash between WAHA's answer and
-that pop is the one window in which a reply can be sent twice. Failures:
+that pop is the one window in which a reply can be sent twice; WAHA's echo of the send narrows it: the
+next sender files such a reply under the echo's id instead of sending it again (:mod:`wsm.delivery.echoes`).
+With ``WSM_REDIS_MIN_REPLICAS``, nothing is sent before replicas hold the turn that queued it, and a pop
+counts only once they hold it too, so a failover to a replica cannot bring a sent reply back into the
+outbox. Failures:
 
 * timeout, connection error, 5xx: the reply stays; the chat retries after a growing delay;
 * 422 (session not WORKING): every send of the session is held until WAHA reports WORKING;
@@ -29,11 +33,13 @@ from wsm.core.errors import WahaError, WahaRejected, WahaRetryable, WahaSessionN
 from wsm.core.privacy import mask_chat
 from wsm.core.status import ChatStatus
 from wsm.delivery.deadletter import SEND, write_dead_letter
+from wsm.delivery.echoes import Echoes
 from wsm.metrics import record as metrics
 from wsm.providers import window
 from wsm.providers.base import OUTSIDE_WINDOW, Outbound, Template
 from wsm.store import event_stream, keys, record_codec
 from wsm.store.chat_store import ChatStore, OutboxView
+from wsm.store.replication import confirm_replicated, execute_replicated
 
 log = logging.getLogger(__name__)
 RETRY_BASE_MS = 1000
@@ -65,8 +71,12 @@ class Sender:
             return Delivery.HELD
         if state_retry and state_retry > now_ms():
             return Delivery.RETRY_LATER
+        s = chat.settings
+        if s.redis_min_replicas:  # a failover must not bring back a turn or a pop whose reply went out: a double
+            confirm_replicated(self.redis, chat.ck.outbox, s.redis_min_replicas, s.redis_wait_timeout_ms)
         window_s = self.waha.window_s
         last_in = self.redis.hget(chat.ck.state, "last_seen_ms") if window_s else None
+        echoes = Echoes(self.redis, chat.ck)
         for raw in outbox:
             if not chat.heartbeat():
                 return Delivery.LOST_LEASE
@@ -77,8 +87,9 @@ class Sender:
                 if template is None:
                     self._hold_outside_window(chat, entry, int(last_in) if last_in else None)
                     continue
-            try:
-                waha_id = self._send(chat, entry, template)
+            try:  # a reply another sender queued may have gone out before that sender died: WAHA echoed it then
+                echoed = None if template or entry["id"] in view.fresh else echoes.take(entry)
+                waha_id = echoed or self._send(chat, entry, template)
             except WahaSessionNotReady as e:
                 self.hold(chat.sk, str(e))
                 return Delivery.HELD
@@ -90,6 +101,9 @@ class Sender:
                 if not self._record(chat, entry["id"], "", "FAILED"):
                     return Delivery.LOST_LEASE
                 continue
+            if echoed:
+                masked = mask_chat(chat.chat_id, s.mask_phones)
+                log.info("a reply to %s was sent before (WAHA echoed it): filed, not sent again", masked)
             last = release_examined is not None and not state_retry and raw is outbox[-1]
             held = self._record(chat, entry["id"], waha_id, "SENT", release_examined if last else None)  # + event
             _count_sent(entry)
@@ -145,7 +159,12 @@ class Sender:
         if release_examined is not None:
             keys_ += [ck.inbox, sk.ready, ck.state]
             args += ["1", release_examined, ChatStatus.WAITING]
-        result = chat.scripts.outbox_sent(keys=keys_, args=args)
+        if s.redis_min_replicas:
+            result = execute_replicated(
+                self.redis, chat.scripts.outbox_sent, keys_, args, s.redis_min_replicas, s.redis_wait_timeout_ms
+            )
+        else:
+            result = chat.scripts.outbox_sent(keys=keys_, args=args)
         if isinstance(result, str) and result.startswith("released:"):
             chat.released(result.endswith("1"))
         return result != "lost_lease"

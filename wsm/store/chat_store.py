@@ -48,11 +48,14 @@ class OutboxView:
     held: bool
     retry_at_ms: int | None
     entries: list[str]
+    fresh: frozenset[str] = frozenset()  # ids of the entries the commit that read this queued: never sent yet
 
     @classmethod
-    def of(cls, held: int | bool, retry: str | None, entries: list[str]) -> OutboxView:
+    def of(
+        cls, held: int | bool, retry: str | None, entries: list[str], fresh: frozenset[str] = frozenset()
+    ) -> OutboxView:
         """From Redis's answers: ``HEXISTS`` of the hold, ``HGET`` of the retry time ("" or None: none), the outbox."""
-        return cls(bool(held), int(retry) if retry else None, entries)
+        return cls(bool(held), int(retry) if retry else None, entries, fresh)
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,8 @@ class ChatStore:
         )  # fmt: skip
         if isinstance(result, list):
             held, retry, *entries = result[1:]
-            self._outbox_view, result = OutboxView.of(held, retry, entries), result[0]
+            fresh = frozenset(json.loads(r["entry"])["id"] for r in replies if r["entry"])
+            self._outbox_view, result = OutboxView.of(held, retry, entries, fresh), result[0]
         return result == "ok"
 
     def take_outbox_view(self) -> OutboxView | None:

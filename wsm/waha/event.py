@@ -26,7 +26,8 @@ ENVELOPE_TYPES: dict[str, tuple[type, ...]] = {
 }
 PERSON_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
 MAX_ID_CHARS = 256
-SOURCE_APP = "app"  # payload.source of a message typed on the phone ("api": sent through WAHA)
+SOURCE_APP = "app"  # payload.source of a message typed on the phone
+SOURCE_API = "api"  # payload.source of a message sent through WAHA's API (our replies: wsm.delivery.echoes)
 MAX_SAFE_NUMBER = 2**53 - 1  # WAHA is JavaScript: no number it sends is larger; Redis's Lua cannot re-encode inf
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, paired ones are one character already
