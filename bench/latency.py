@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from bench.bodies import BodyMaker, chat_id
 from bench.loadgen import Sent, open_loop
@@ -81,6 +81,12 @@ def wait_for_replies(recorder: RecorderClient, chats: set[str], expected: int, q
 
 def match(sent: list[Sent], replies: list) -> tuple[list[float], int, int]:
     """Latencies (s) of k-th message -> k-th reply per chat; (latencies, missing replies, extra replies)."""
+    pairs, missing, extra = matched_pairs(sent, replies)
+    return [arrived - s.sent for s, arrived in pairs], missing, extra
+
+
+def matched_pairs(sent: list[Sent], replies: list) -> tuple[list[tuple[Sent, float]], int, int]:
+    """(message, its reply's arrival) pairs, k-th message -> k-th reply per chat; and missing and extra replies."""
     by_chat: dict[str, list[Sent]] = defaultdict(list)
     for s in sorted(sent, key=lambda s: s.due):
         if s.ok:
@@ -88,13 +94,36 @@ def match(sent: list[Sent], replies: list) -> tuple[list[float], int, int]:
     got: dict[str, list[float]] = defaultdict(list)
     for r in sorted(replies, key=lambda r: r.arrived):
         got[r.chat].append(r.arrived)
-    latencies, missing, extra = [], 0, 0
+    pairs, missing, extra = [], 0, 0
     for chat, msgs in by_chat.items():
         arrivals = got.get(chat, [])
-        latencies += [a - s.sent for s, a in zip(msgs, arrivals, strict=False)]
+        pairs += list(zip(msgs, arrivals, strict=False))
         missing += max(0, len(msgs) - len(arrivals))
         extra += max(0, len(arrivals) - len(msgs))
-    return latencies, missing, extra
+    return pairs, missing, extra
+
+
+def slowest_second(pairs: list[tuple[Sent, float]]) -> dict:
+    """Where the slowest 1 % of replies were: a stall (one second holds most of them) or spread over the run.
+
+    Returns the number of one-second windows (by send time) that hold the slowest 1 %, the worst window's
+    offset and share of them, and the p99 of the run without that window.
+    """
+    if not pairs:
+        return {}
+    t0 = min(s.sent for s, _ in pairs)
+    latencies = sorted(((a - s.sent) * 1000, int(s.sent - t0)) for s, a in pairs)
+    slow = latencies[int(len(latencies) * 0.99) :]
+    windows = Counter(second for _, second in slow)
+    worst, in_worst = windows.most_common(1)[0]
+    rest = [ms for ms, second in latencies if second != worst]
+    return {
+        "windows": len(windows),
+        "worst_second": worst,
+        "slowest_in_worst": in_worst,
+        "slowest": len(slow),
+        "p99_without_worst_ms": round(percentile(rest, 99), 2),
+    }
 
 
 def lossy_reference(plan: Plan, recorder: RecorderClient) -> dict:
@@ -134,15 +163,15 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
     sent, replies = send_and_collect(plan, system.webhook_url, recorder, plan.e2e_duration_s)
     cpu = cpu_delta(cpu_before, system_cpu(system, recorder.pid))
     answered = recorder.calls().get("sendSeen messageIds", 0)  # messages a reply was sent for, merged or not
-    latencies, missing, extra = match(sent, replies)
-    lat_ms = [x * 1000 for x in latencies]
+    pairs, missing, extra = matched_pairs(sent, replies)
+    lat_ms = [(arrived - s.sent) * 1000 for s, arrived in pairs]
     span = max(s.sent for s in sent) - min(s.sent for s in sent)
     figures = {
         "sent": len(sent),
         "failed_posts": sum(not s.ok for s in sent),
         "rate_per_s": round(len(sent) / span, 1) if span else None,
         "sender_lag_p99_ms": round(percentile([(s.sent - s.due) * 1000 for s in sent], 99), 2),
-        "matched": len(latencies),
+        "matched": len(pairs),
         "missing": missing,
         "extra": extra,
         "answered": answered,
@@ -152,6 +181,7 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
         "cpu_s": cpu,
         "cpu_ms_per_message": {name: round(s * 1000 / len(sent), 2) for name, s in cpu.items()},
         "lossy_reference": reference,
+        "slowest": slowest_second(pairs),
     }
     ours_cpu_ms = sum(v for name, v in figures["cpu_ms_per_message"].items() if name != "load generator")
     figures["cpu_ms_per_message_total"] = round(ours_cpu_ms, 2)
@@ -172,6 +202,11 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
             f"(p50 {num(reference['p50_ms'], 1)}, {reference['missing']} missing): **{num(ratio, 2)} ×**",
             f"≤ {TARGET_P99_VS_LOSSY:g} × lossy",
             ratio <= TARGET_P99_VS_LOSSY,
+        ),
+        Row(
+            "b",
+            "  where the slowest 1 % were (by second sent)",
+            _slowest_text(figures["slowest"], plan.e2e_duration_s),
         ),
         Row(
             "b",
@@ -200,6 +235,16 @@ def run(plan: Plan, system: LocalSystem, recorder: RecorderClient) -> tuple[dict
         ),
     ]
     return figures, rows
+
+
+def _slowest_text(slow: dict, seconds: float) -> str:
+    if not slow:
+        return "no replies"
+    return (
+        f"{slow['slowest']} replies in {slow['windows']} of {seconds:g} one-second windows; the worst (second "
+        f"{slow['worst_second']}) held {slow['slowest_in_worst']}; "
+        f"p99 without it {num(slow['p99_without_worst_ms'], 1)} ms"
+    )
 
 
 def conditions(plan: Plan) -> str:
