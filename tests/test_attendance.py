@@ -22,6 +22,7 @@ from wsm.conversation.engine import Engine
 from wsm.conversation.flow import load_flow
 from wsm.conversation.history import read_history
 from wsm.core.settings import Settings
+from wsm.delivery.outbox import Delivery, Sender
 from wsm.ingest.ingestor import Ingestor
 from wsm.store import keys, record_codec
 from wsm.store.chat_store import ChatStore
@@ -576,3 +577,26 @@ def test_an_echo_of_the_same_text_from_before_the_reply_was_queued_does_not_stop
     platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))
     assert platform.texts(A).count(text) == 1  # sent now, once
     assert platform.r.llen(SK.chat(A).outbox) == 0
+
+
+class _IdlessWaha(WahaClient):
+    """An engine that answers a send without the message's id (WAHA.md: "sometimes empty")."""
+
+    def send_text(self, session: str, chat_id: str, text: str) -> str:
+        super().send_text(session, chat_id, text)
+        return ""
+
+
+def test_an_echo_a_pop_could_not_fold_by_id_never_stands_in_for_a_later_reply(platform: Platform) -> None:
+    """With no id in the answer the pop cannot fold WAHA's echo in: that echo belongs to the reply sent then, and a
+    later reply of the same text (an operator's second "ok") must still be sent, not filed under it."""
+    platform.say(A, "oi")
+    store = ChatStore(platform.r, Scripts(platform.r), platform.settings, "default", A)
+    assert store.acquire()
+    assert store.commit(Turn(["ok"]))
+    assert Sender(platform.r, _IdlessWaha(platform.sim.url, timeout_s=5)).deliver(store) is Delivery.DONE
+    store.release()
+    platform.ingestor.ingest(parse_event(_echo(A, "ok")))  # its echo: an id no record carries
+    _reply_left_by_a_dead_sender(platform, "ok")  # the second "ok", queued for the worker
+    platform.worker.on_event(WakeUp(MESSAGE_RECEIVED, "default", A))
+    assert platform.texts(A).count("ok") == 2

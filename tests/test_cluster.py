@@ -154,6 +154,10 @@ def test_the_consoles_live_feed_reads_sessions_on_every_master(cluster: RedisClu
         found = event_stream.read_since(client, after, block_ms=5000)
         assert [(e.session, e.fields["operator"]) for e in found] == [(sessions[2], "ana")]
         assert 0.3 < time.monotonic() - began < 3  # it waited for the event, and not the whole block
+        later = threading.Timer(0.3, event_stream.append, (client, sessions[0], event_stream.QUEUE), {"chat": "x"})
+        later.start()  # "$": only what comes after the call, as XREAD means it
+        found = event_stream.read_since(client, dict.fromkeys(sessions, "$"), block_ms=5000)
+        assert [(e.session, e.fields["chat"]) for e in found] == [(sessions[0], "x")]
     finally:
         client.close()
 

@@ -38,6 +38,7 @@ from wsm.store.doorbells import doorbell
 from wsm.store.scripts import Scripts
 from wsm.store.turn import Turn
 
+REPLY_ID_PREFIX = "wsm_"  # our replies' ids, before WAHA's id replaces them in history (their local_id then)
 LOCAL_ID_HEX = 16  # our ids (replies, history-only records) are unique within one chat: 64 random bits suffice
 
 
@@ -224,7 +225,7 @@ class ChatStore:
     def _reply(
         self, text: str, seen_ids: list[str], kind: str, first_reply_to_ms: int | None, source: str = "bot"
     ) -> dict[str, str]:
-        reply_id = "wsm_" + uuid.uuid4().hex[:LOCAL_ID_HEX]
+        reply_id = REPLY_ID_PREFIX + uuid.uuid4().hex[:LOCAL_ID_HEX]
         now = now_ms()
         entry: dict[str, object] = {"id": reply_id, "text": text, "kind": kind, "seen": seen_ids, "created_ms": now}
         if first_reply_to_ms:

@@ -9,6 +9,7 @@ holds it: ``SessionKeys.EVENTS_STREAM_MAX`` entries).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -82,7 +83,9 @@ def read_since(
     groups = _by_slot(client, {key: positions[s] for key, s in by_key.items()})
     if len(groups) == 1:
         return _events(client.xread(groups[0], count=count, block=block_ms), by_key)
-    deadline = time.monotonic() + (block_ms or 0) / 1000
+    now = latest_ids(client, [s for s, p in positions.items() if p == "$"])  # "$" means after what is there now
+    groups = [{key: now.get(by_key[key], p) if p == "$" else p for key, p in group.items()} for group in groups]
+    deadline = math.inf if block_ms == 0 else time.monotonic() + (block_ms or 0) / 1000  # 0: as XREAD, forever
     while True:
         out = [e for group in groups for e in _events(client.xread(group, count=count), by_key)]
         left_s = deadline - time.monotonic()
