@@ -57,6 +57,26 @@ def test_day_and_month_already_past_is_next_year() -> None:
     assert parse_when("01/12", NOW) == When(date(2027, 12, 1))  # yesterday: next year's
 
 
+@pytest.mark.parametrize(
+    ("text", "at_hour", "expected"),
+    [
+        ("quarta à tarde", 17, date(2026, 12, 9)),  # less than an hour of the afternoon left: next Wednesday's
+        ("quarta à tarde", 16, date(2026, 12, 2)),
+        ("quarta de manhã", 11, date(2026, 12, 9)),
+        ("quarta às 10h", 11, date(2026, 12, 9)),  # that time has passed today
+        ("quarta às 15h", 11, date(2026, 12, 2)),
+        ("quarta à noite", 19, date(2026, 12, 2)),  # the night is still ahead
+        ("quarta", 19, date(2026, 12, 2)),  # no time or part: today, as before
+        ("hoje à tarde", 17, date(2026, 12, 2)),  # "hoje" says today, whatever the hour
+    ],
+)
+def test_todays_weekday_means_next_week_once_the_time_asked_for_is_over(
+    text: str, at_hour: int, expected: date
+) -> None:
+    found = parse_when(text, NOW.replace(hour=at_hour, minute=30))
+    assert found is not None and found.day == expected
+
+
 def test_weekday_across_the_year_end() -> None:
     new_years_eve = datetime(2026, 12, 31, 10, 0, tzinfo=SP)  # a Thursday
     assert parse_when("segunda", new_years_eve) == When(date(2027, 1, 4))

@@ -67,7 +67,23 @@ def parse_when(text: str, now: datetime) -> When | None:
         part = None  # an exact time says more than a part of the day
     if day is None and at is None and part is None:
         return None
+    if day == today and _WEEKDAY.search(s) and _over(at, part, now):
+        day += timedelta(days=7)  # "sexta à tarde" typed on a Friday evening: next Friday's afternoon
     return When(day, at, part)
+
+
+PART_ENDS = {"manha": time(12), "tarde": time(18)}  # the night runs to midnight
+LATE_FOR_A_PART = timedelta(hours=1)  # less than this left of the part of the day asked for: it is over
+
+
+def _over(at: time | None, part: str | None, now: datetime) -> bool:
+    """Whether the time or part of the day asked for is already past today (or all but over)."""
+    if at is not None:
+        return at <= now.time()
+    end = PART_ENDS.get(part or "")
+    if end is None:
+        return False
+    return now + LATE_FOR_A_PART >= now.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
 
 
 def _day(s: str, today: date) -> date | None:
