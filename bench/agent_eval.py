@@ -160,7 +160,8 @@ def on(days: int, lo: int = 0, hi: int = 24) -> Callable[[Run, datetime], bool]:
 
 
 def weekday(wd: int, lo: int = 0, hi: int = 24) -> Callable[[Run, datetime], bool]:
-    """On weekday ``wd`` from today on: a plain "sexta" typed on a Friday is today (wsm/conversation/dates.py)."""
+    """On weekday ``wd`` from today on: a plain "sexta" typed on a Friday is today, or next Friday once the time
+    asked for is (all but) over (wsm/conversation/dates.py)."""
     return lambda run, t: t.weekday() == wd and t.date() >= run.today and lo <= t.hour < hi
 
 
